@@ -16,7 +16,7 @@ test: venv deps lint typecheck
 	$(PY) -m pytest -n 2 --hypothesis-profile=ci -p no:cacheprovider
 
 lint: venv
-	$(VENV)/bin/ruff check corral tests benchmarks
+	$(VENV)/bin/ruff check .
 
 typecheck: venv
 	$(VENV)/bin/mypy
