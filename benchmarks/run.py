@@ -1,0 +1,107 @@
+"""Run corral and the real etcd side by side and write docs/benchmarks.md.
+
+For each workload the two servers are measured in alternating rounds (etcd, corral, etcd,
+corral, …) on fresh clusters, so both see the same machine noise; medians over the rounds and
+the corral/etcd ratio are reported. Usage: `python -m benchmarks.run [--members 3] [--rounds 3]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.loadgen import LoadResult, Workload, run_load
+from corral.testing.servers import corral_etcd_command, real_etcd_command, start_cluster
+
+WORKLOADS = [
+    Workload("put", 1),
+    Workload("put", 16),
+    Workload("put", 64),
+    Workload("qget", 64),
+    Workload("get", 64),
+]
+
+
+def measure(kind: str, members: int, w: Workload, procs: int) -> LoadResult:
+    command = real_etcd_command() if kind == "etcd" else corral_etcd_command()
+    with (
+        tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as tmp,
+        start_cluster(command, Path(tmp), size=members, prefix=kind) as cluster,
+    ):
+        return run_load([m.client_url for m in cluster], w, procs=procs)
+
+
+def median_result(results: list[LoadResult]) -> tuple[float, float, float]:
+    return (
+        statistics.median(r.throughput for r in results),
+        statistics.median(r.p50_ms for r in results),
+        statistics.median(r.p99_ms for r in results),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--members", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--procs", type=int, default=2, help="load generator processes")
+    ap.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    args = ap.parse_args(argv)
+
+    rows: list[str] = []
+    notes: list[str] = []
+    for base in WORKLOADS:
+        w = Workload(base.op, base.clients, duration=args.duration)
+        res: dict[str, list[LoadResult]] = {"etcd": [], "corral": []}
+        for _ in range(args.rounds):
+            for kind in ("etcd", "corral"):
+                try:
+                    res[kind].append(measure(kind, args.members, w, args.procs))
+                except Exception as exc:  # a server that cannot run this workload is reported
+                    notes.append(f"{w.label}: {kind} failed: {exc!s:.300}")
+                    break
+        if not res["etcd"] or not res["corral"]:
+            rows.append(f"| {w.label} | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
+            continue
+        e, c = median_result(res["etcd"]), median_result(res["corral"])
+        errs = sum(r.errors for r in res["corral"])
+        rows.append(
+            f"| {w.label} | {e[0]:.0f} | {c[0]:.0f} | {c[0] / e[0]:.2f}× | {e[1]:.2f} / {e[2]:.2f} "
+            f"| {c[1]:.2f} / {c[2]:.2f} | {c[1] / e[1]:.2f}× / {c[2] / e[2]:.2f}× | {errs} |"
+        )
+        print(rows[-1], flush=True)
+
+    cmd = "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = [
+        "# Benchmarks: corral vs etcd 3.4 on the same machine",
+        "",
+        f"Run on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"{args.members}-member clusters on loopback, {args.rounds} alternating rounds of "
+        f"{args.duration:.0f} s per workload (medians), closed-loop clients over keep-alive "
+        f"connections from {args.procs} generator processes, 256-byte values, 1000 keys.",
+        "",
+        f"Command: `{cmd.strip()}` (what `make bench` runs).",
+        "",
+        "| workload | etcd ops/s | corral ops/s | ratio | etcd p50 / p99 ms | corral p50 / p99 ms "
+        "| latency ratio p50 / p99 | corral errors |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+    if notes:
+        text += ["Notes:", "", *(f"- {n}" for n in notes), ""]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(text))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
