@@ -1,0 +1,240 @@
+"""fleet's registry operations over a :class:`~corral.fleet.kv.KV` (asyncio shell).
+
+Each method is one of coreos/fleet ``registry/*.go``'s operations with the same conditional
+write (fleet reference §1.2): unit blobs and ``target`` are create-only, unscheduling is a
+compare-and-delete on the machine ID, presence keys carry the agent TTL. Values go through the
+pure codecs in :mod:`corral.fleet.registry`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from corral.fleet.kv import KEY_NOT_FOUND, KV, NODE_EXIST, TEST_FAILED, KVError
+from corral.fleet.registry import (
+    ENGINE_VERSION,
+    JobState,
+    Keys,
+    LeaseInfo,
+    MachineState,
+    RegistryUnit,
+    UnitStateRecord,
+    current_state,
+    decode_lease,
+    decode_machines,
+    decode_states,
+    decode_units,
+    encode_job_object,
+    encode_lease,
+    encode_machine_state,
+    encode_unit_blob,
+    encode_unit_state,
+)
+from corral.fleet.unitfile import UnitFile
+from corral.fleet.xfleet import requirements
+
+__all__ = ["Registry", "Snapshot"]
+
+
+def _ignore(exc: KVError, *codes: int) -> None:
+    if exc.code not in codes:
+        raise exc
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a reconciler reads in one round."""
+
+    units: list[RegistryUnit]
+    machines: list[MachineState]
+    states: dict[tuple[str, str], UnitStateRecord]
+    problems: list[str]
+
+    def current_state(self, unit: RegistryUnit) -> JobState | None:
+        if _is_global(unit):
+            return None
+        machines = [m for (u, m) in self.states if u == unit.name]
+        return current_state(unit.target, unit.heartbeat, machines)
+
+
+def _is_global(unit: RegistryUnit) -> bool:
+    return requirements(unit.unit, unit.name).is_global
+
+
+class Registry:
+    def __init__(self, kv: KV, prefix: str = Keys().prefix) -> None:
+        self.kv = kv
+        self.keys = Keys(prefix)
+        self._parsed: dict[str, UnitFile] = {}  # blob hash → parsed unit (immutable)
+
+    # --- units --------------------------------------------------------------------------------
+
+    async def units(self) -> tuple[list[RegistryUnit], list[str]]:
+        jobs = await self.kv.get(self.keys.jobs, recursive=True)
+        # Blobs are immutable (named by hash): read them only when a job names a new one.
+        units, problems = decode_units(jobs, None, self._parsed)
+        if any(p.startswith("No Unit found") for p in problems):
+            blobs = await self.kv.get(self.keys.unit_blobs, recursive=True)
+            units, problems = decode_units(jobs, blobs, self._parsed)
+        return units, problems
+
+    async def unit(self, name: str) -> RegistryUnit | None:
+        units, _ = await self.units()
+        return next((u for u in units if u.name == name), None)
+
+    async def snapshot(self) -> Snapshot:
+        units, problems = await self.units()
+        machines = await self.machines()
+        states = decode_states(await self.kv.get(self.keys.states, recursive=True))
+        return Snapshot(units, machines, states, problems)
+
+    async def create_unit(
+        self, name: str, unit: UnitFile, target_state: JobState = JobState.INACTIVE
+    ) -> None:
+        """``CreateUnit``: blob (create-only, "exists" is fine), job object (overwrite, which
+        is how ``--replace`` works), target state."""
+        try:
+            await self.kv.set(
+                self.keys.unit_blob(unit.hash_hex), encode_unit_blob(unit), prev_exist=False
+            )
+        except KVError as exc:
+            _ignore(exc, NODE_EXIST)
+        await self.kv.set(self.keys.job_object(name), encode_job_object(name, unit.hash))
+        await self.set_target_state(name, target_state)
+
+    async def set_target_state(self, name: str, state: JobState) -> None:
+        await self.kv.set(self.keys.job_target_state(name), state.value)
+
+    async def destroy_unit(self, name: str) -> bool:
+        """Recursive delete of ``job/<name>``; False if it did not exist."""
+        try:
+            await self.kv.delete(self.keys.job(name), recursive=True)
+        except KVError as exc:
+            _ignore(exc, KEY_NOT_FOUND)
+            return False
+        return True
+
+    async def schedule_unit(self, name: str, machine_id: str) -> bool:
+        try:
+            await self.kv.set(self.keys.job_target(name), machine_id, prev_exist=False)
+        except KVError as exc:
+            _ignore(exc, NODE_EXIST)
+            return False
+        return True
+
+    async def unschedule_unit(self, name: str, machine_id: str) -> bool:
+        try:
+            await self.kv.delete(self.keys.job_target(name), prev_value=machine_id)
+        except KVError as exc:
+            _ignore(exc, KEY_NOT_FOUND, TEST_FAILED)
+            return False
+        return True
+
+    async def set_heartbeat(self, name: str, machine_id: str, ttl: float) -> None:
+        await self.kv.set(self.keys.job_heartbeat(name), machine_id, ttl=ttl)
+
+    async def clear_heartbeat(self, name: str, machine_id: str) -> None:
+        try:
+            await self.kv.delete(self.keys.job_heartbeat(name), prev_value=machine_id)
+        except KVError as exc:
+            _ignore(exc, KEY_NOT_FOUND, TEST_FAILED)
+
+    # --- machines -----------------------------------------------------------------------------
+
+    async def machines(self) -> list[MachineState]:
+        return decode_machines(await self.kv.get(self.keys.machines, recursive=True))
+
+    async def machine(self, machine_id: str) -> MachineState | None:
+        node = await self.kv.get(self.keys.machine(machine_id), recursive=True)
+        if node is None:
+            return None
+        found = decode_machines({"nodes": [node]})
+        return found[0] if found else None
+
+    async def register_machine(self, ms: MachineState, ttl: float) -> None:
+        """Create-only: a duplicate machine ID fails here (``KVError`` 105)."""
+        await self.kv.set(
+            self.keys.machine_object(ms.id), encode_machine_state(ms), ttl=ttl, prev_exist=False
+        )
+
+    async def beat(self, ms: MachineState, ttl: float) -> None:
+        """Refresh presence, re-creating the key if it expired."""
+        value = encode_machine_state(ms)
+        try:
+            await self.kv.set(self.keys.machine_object(ms.id), value, ttl=ttl, prev_exist=True)
+        except KVError as exc:
+            _ignore(exc, KEY_NOT_FOUND)
+            await self.kv.set(self.keys.machine_object(ms.id), value, ttl=ttl, prev_exist=False)
+
+    async def remove_machine(self, machine_id: str) -> None:
+        try:
+            await self.kv.delete(self.keys.machine_object(machine_id))
+        except KVError as exc:
+            _ignore(exc, KEY_NOT_FOUND)
+
+    async def set_machine_metadata(self, machine_id: str, key: str, value: str) -> None:
+        await self.kv.set(self.keys.machine_metadata(machine_id, key), value)
+
+    # --- unit states --------------------------------------------------------------------------
+
+    async def save_unit_state(self, name: str, rec: UnitStateRecord, ttl: float) -> None:
+        value = encode_unit_state(rec)
+        await self.kv.set(self.keys.unit_state(name, rec.machine_id), value, ttl=ttl)
+        await self.kv.set(self.keys.legacy_state(name), value, ttl=ttl)
+
+    async def remove_unit_state(self, name: str, machine_id: str) -> None:
+        try:
+            await self.kv.delete(self.keys.unit_state(name, machine_id))
+        except KVError as exc:
+            _ignore(exc, KEY_NOT_FOUND)
+
+    # --- engine lease -------------------------------------------------------------------------
+
+    async def ensure_engine_version(self) -> bool:
+        """CAS the cluster's engine version up to ours; False if the cluster is newer."""
+        node = await self.kv.get(self.keys.engine_version)
+        current = int(node.get("value") or 0) if node else 0
+        if current > ENGINE_VERSION:
+            return False
+        if current < ENGINE_VERSION:
+            try:
+                if node is None:
+                    await self.kv.set(
+                        self.keys.engine_version, str(ENGINE_VERSION), prev_exist=False
+                    )
+                else:
+                    await self.kv.set(
+                        self.keys.engine_version, str(ENGINE_VERSION), prev_value=str(current)
+                    )
+            except KVError as exc:
+                _ignore(exc, NODE_EXIST, TEST_FAILED)
+        return True
+
+    async def lease(self) -> LeaseInfo | None:
+        node = await self.kv.get(self.keys.engine_lease)
+        return decode_lease(node["value"]) if node else None
+
+    async def acquire_lease(self, machine_id: str, ttl: float) -> bool:
+        try:
+            await self.kv.set(
+                self.keys.engine_lease, encode_lease(machine_id), ttl=ttl, prev_exist=False
+            )
+        except KVError as exc:
+            _ignore(exc, NODE_EXIST)
+            return False
+        return True
+
+    async def renew_lease(self, machine_id: str, ttl: float) -> bool:
+        value = encode_lease(machine_id)
+        try:
+            await self.kv.set(self.keys.engine_lease, value, ttl=ttl, prev_value=value)
+        except KVError as exc:
+            _ignore(exc, KEY_NOT_FOUND, TEST_FAILED)
+            return False
+        return True
+
+    async def release_lease(self, machine_id: str) -> None:
+        try:
+            await self.kv.delete(self.keys.engine_lease, prev_value=encode_lease(machine_id))
+        except KVError as exc:
+            _ignore(exc, KEY_NOT_FOUND, TEST_FAILED)

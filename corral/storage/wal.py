@@ -1,0 +1,319 @@
+"""A segmented write-ahead log of Raft records (modelled on etcd's `wal` package).
+
+Record framing (format version 1; all integers little-endian)::
+
+    u32 length of payload | u32 crc | u8 type | payload
+
+`crc` chains: crc32(type ‖ payload) seeded with the previous record's crc, so a record cannot
+be moved, dropped or replayed without detection. Types: CRC (a segment's first record, carrying
+the chain's seed), METADATA (msgpack: format version, member id, cluster id), ENTRY (a Raft entry,
+`corral.raft` codec), HARD_STATE, SNAPSHOT (index and term of a snapshot taken).
+
+Segments are named `SEQ-FIRSTINDEX.wal` (16 hex digits each) and preallocated; zeros after the
+last record mean "nothing more". Recovery rules (etcd's): entries replay in order and an entry
+at index i discards every entry ≥ i read before it; on open, a bad record at the end of the last
+segment followed only by zeros or the end of the file is a torn write from a crash and is cut
+off (`repaired`); a bad record anywhere else is corruption and the WAL refuses to open, naming
+the file and offset. Exactly one fsync per `save(..., sync=True)`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import struct
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from corral.raft import (
+    Entry,
+    HardState,
+    decode_entry,
+    decode_hard_state,
+    encode_entry,
+    encode_hard_state,
+)
+from corral.storage.disk import Disk, DiskFile, OsDisk
+from corral.testing.failpoints import failpoint
+
+__all__ = ["WAL", "WAL_VERSION", "WALCorruptError", "WALError", "WALReplay"]
+
+WAL_VERSION = 1
+_HEADER = struct.Struct("<IIB")
+_SEGMENT_RE = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
+DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
+MAX_RECORD = 256 * 1024 * 1024
+
+
+class RecordType(IntEnum):
+    CRC = 1
+    METADATA = 2
+    ENTRY = 3
+    HARD_STATE = 4
+    SNAPSHOT = 5
+
+
+class WALError(Exception):
+    pass
+
+
+class WALCorruptError(WALError):
+    pass
+
+
+@dataclass
+class WALReplay:
+    """What a WAL held: metadata, the last hard state, entries after the snapshot."""
+
+    metadata: dict[str, Any]
+    hard_state: HardState
+    entries: list[Entry]
+    snapshots: list[tuple[int, int]] = field(default_factory=list)  # (index, term) markers
+    repaired: bool = False
+
+
+def segment_name(seq: int, index: int) -> str:
+    return f"{seq:016x}-{index:016x}.wal"
+
+
+def _segments(directory: Path) -> list[tuple[int, int, Path]]:
+    found = []
+    for p in directory.iterdir() if directory.exists() else []:
+        m = _SEGMENT_RE.match(p.name)
+        if m:
+            found.append((int(m.group(1), 16), int(m.group(2), 16), p))
+    return sorted(found)
+
+
+def encode_record(rtype: RecordType, payload: bytes, prev_crc: int) -> tuple[bytes, int]:
+    crc = zlib.crc32(payload, zlib.crc32(bytes((rtype,)), prev_crc)) & 0xFFFFFFFF
+    return _HEADER.pack(len(payload), crc, rtype) + payload, crc
+
+
+def decode_records(
+    data: bytes, prev_crc: int | None, name: str, last_segment: bool
+) -> tuple[list[tuple[RecordType, bytes]], int, int, bool]:
+    """Parse one segment: (records, end offset of valid data, last crc, torn tail found)."""
+    out: list[tuple[RecordType, bytes]] = []
+    off = 0
+    crc = prev_crc or 0
+    n = len(data)
+    while off + _HEADER.size <= n:
+        length, rcrc, rtype = _HEADER.unpack_from(data, off)
+        if length == 0 and rcrc == 0 and rtype == 0:
+            break  # preallocated zeros: the end
+        end = off + _HEADER.size + length
+        payload = data[off + _HEADER.size : end]
+        ok = rtype in RecordType._value2member_map_ and end <= n and length <= MAX_RECORD
+        if ok:
+            if rtype == RecordType.CRC and not out:
+                seed = struct.unpack("<I", payload)[0] if len(payload) == 4 else -1
+                ok = prev_crc is None or seed == prev_crc
+                crc = seed if seed >= 0 else crc
+            expect = zlib.crc32(payload, zlib.crc32(bytes((rtype,)), crc)) & 0xFFFFFFFF
+            ok = ok and expect == rcrc
+        if not ok:
+            tail_clean = end >= n or not any(data[max(end, off + _HEADER.size) :])
+            if last_segment and tail_clean:
+                return out, off, crc, True
+            raise WALCorruptError(
+                f"WAL segment {name} is corrupt at offset {off} (bad record; not a torn tail): "
+                "refusing to start; restore the member from a backup or remove and re-add it"
+            )
+        out.append((RecordType(rtype), payload))
+        crc = rcrc
+        off = end
+    if off < n and n - off < _HEADER.size and any(data[off:]):
+        if last_segment:
+            return out, off, crc, True
+        raise WALCorruptError(f"WAL segment {name} ends with a partial header at offset {off}")
+    return out, off, crc, False
+
+
+class WAL:
+    """An open WAL, positioned to append. Not thread-safe: one writer (the member's loop)."""
+
+    def __init__(
+        self, directory: Path, disk: Disk, segment_size: int, metadata: dict[str, Any]
+    ) -> None:
+        self.dir = directory
+        self.disk = disk
+        self.segment_size = segment_size
+        self.metadata = metadata
+        self.crc = 0
+        self.seq = -1
+        self.file: DiskFile | None = None
+        self.file_size = 0
+        self.last_index = 0
+        self.hard_state = HardState()
+        self.fsyncs = 0  # counted, so tests can prove one fsync per batch
+
+    # -- creation and recovery -------------------------------------------------------------
+    @classmethod
+    def exists(cls, directory: Path) -> bool:
+        return bool(_segments(directory))
+
+    @classmethod
+    def create(
+        cls,
+        directory: Path,
+        metadata: dict[str, Any],
+        disk: Disk | None = None,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+    ) -> WAL:
+        directory.mkdir(parents=True, exist_ok=True)
+        if _segments(directory):
+            raise WALError(f"{directory} already holds a WAL")
+        wal = cls(directory, disk or OsDisk(), segment_size, {**metadata, "version": WAL_VERSION})
+        wal._start_segment(0, 0)
+        return wal
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        disk: Disk | None = None,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        from_index: int = 0,
+    ) -> tuple[WAL, WALReplay]:
+        segs = _segments(directory)
+        if not segs:
+            raise WALError(f"{directory}: no WAL segments")
+        metadata: dict[str, Any] = {}
+        hard_state = HardState()
+        entries: list[Entry] = []
+        snaps: list[tuple[int, int]] = []
+        prev_crc: int | None = None
+        repaired = False
+        end_off = 0
+        for i, (_seq, _start, path) in enumerate(segs):
+            data = path.read_bytes()
+            last = i == len(segs) - 1
+            records, end_off, prev_crc, torn = decode_records(data, prev_crc, path.name, last)
+            repaired = repaired or torn
+            for rtype, payload in records:
+                if rtype == RecordType.ENTRY:
+                    e = decode_entry(payload)
+                    if e.index <= from_index:
+                        continue
+                    first = entries[0].index if entries else e.index
+                    if entries and e.index <= entries[-1].index:
+                        del entries[max(0, e.index - first) :]
+                    if entries and e.index != entries[-1].index + 1:
+                        raise WALCorruptError(
+                            f"WAL segment {path.name}: entry {e.index} does not follow {entries[-1].index}"
+                        )
+                    entries.append(e)
+                elif rtype == RecordType.HARD_STATE:
+                    hard_state = decode_hard_state(payload)
+                elif rtype == RecordType.METADATA:
+                    meta = msgpack.unpackb(payload)
+                    if not isinstance(meta, dict) or meta.get("version", 0) > WAL_VERSION:
+                        raise WALError(
+                            f"WAL segment {path.name} was written by a newer format "
+                            f"(version {meta.get('version') if isinstance(meta, dict) else '?'}); "
+                            f"this release reads up to version {WAL_VERSION}"
+                        )
+                    metadata = meta
+                elif rtype == RecordType.SNAPSHOT:
+                    idx, term = msgpack.unpackb(payload)
+                    snaps.append((idx, term))
+        disk = disk or OsDisk()
+        wal = cls(directory, disk, segment_size, metadata)
+        wal.crc = prev_crc or 0
+        wal.seq, _start, last_path = segs[-1]
+        wal.file = disk.open_append(last_path)
+        if repaired:
+            wal.file.truncate(end_off)
+            wal.file.fsync()
+        else:
+            # Appends continue right after the last record (the rest is preallocated zeros).
+            wal.file.truncate(end_off)
+        wal.file_size = end_off
+        wal.last_index = entries[-1].index if entries else max(from_index, hard_state.commit)
+        wal.hard_state = hard_state
+        return wal, WALReplay(metadata, hard_state, entries, snaps, repaired)
+
+    # -- appending -------------------------------------------------------------------------
+    def _append(self, rtype: RecordType, payload: bytes) -> None:
+        assert self.file is not None
+        rec, self.crc = encode_record(rtype, payload, self.crc)
+        self.file.write(rec)
+        self.file_size += len(rec)
+
+    def _start_segment(self, seq: int, first_index: int) -> None:
+        path = self.dir / segment_name(seq, first_index)
+        tmp = path.with_suffix(".wal.tmp")
+        f = self.disk.open_append(tmp, preallocate=self.segment_size)
+        prev = self.file
+        self.file, self.file_size, self.seq = f, 0, seq
+        self._append(RecordType.CRC, struct.pack("<I", self.crc))
+        self._append(RecordType.METADATA, msgpack.packb(self.metadata))
+        if not self.hard_state.is_empty():
+            self._append(RecordType.HARD_STATE, encode_hard_state(self.hard_state))
+        f.fsync()
+        self.fsyncs += 1
+        self.disk.rename(tmp, path)
+        self.disk.fsync_dir(self.dir)
+        if prev is not None:
+            prev.close()
+
+    def save(
+        self, hard_state: HardState | None, entries: Iterable[Entry], sync: bool = True
+    ) -> None:
+        """Append entries then the hard state; one fsync if `sync` (Raft's must_sync)."""
+        failpoint("raft_before_save")
+        wrote = False
+        for e in entries:
+            self._append(RecordType.ENTRY, encode_entry(e))
+            self.last_index = e.index
+            wrote = True
+        if hard_state is not None and not hard_state.is_empty() and hard_state != self.hard_state:
+            self._append(RecordType.HARD_STATE, encode_hard_state(hard_state))
+            self.hard_state = hard_state
+            wrote = True
+        if sync and wrote:
+            self.sync()
+        if self.file_size >= self.segment_size:
+            self.sync()
+            self._start_segment(self.seq + 1, self.last_index + 1)
+
+    def sync(self) -> None:
+        assert self.file is not None
+        failpoint("wal_before_fsync")
+        self.file.fsync()
+        self.fsyncs += 1
+        failpoint("wal_after_fsync")
+
+    def save_snapshot(self, index: int, term: int) -> None:
+        """Record that a snapshot at (index, term) is durable (written after the snap file)."""
+        self._append(RecordType.SNAPSHOT, msgpack.packb([index, term]))
+        self.sync()
+
+    def release_to(self, index: int, max_wals: int = 5) -> list[Path]:
+        """Remove the oldest segments holding only entries ≤ `index`, keeping `max_wals` files
+        (0 keeps all). Only call once a snapshot at `index` is durable."""
+        segs = _segments(self.dir)
+        removable = [p for (a, b) in itertools.pairwise(segs) if b[1] <= index + 1 for p in [a[2]]]
+        removed: list[Path] = []
+        if max_wals <= 0:
+            return removed
+        excess = len(segs) - max_wals
+        for p in removable[: max(0, excess)]:
+            self.disk.remove(p)
+            removed.append(p)
+        if removed:
+            self.disk.fsync_dir(self.dir)
+        return removed
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.fsync()
+            self.file.close()
+            self.file = None

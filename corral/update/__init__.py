@@ -1,0 +1,9 @@
+"""Whole-system atomic updates: Omaha v3, A/B slots with boot counting, signed payloads.
+
+Pure cores: `omaha` (codec), `version` (semver), `slots` (gptprio selection and slot
+backends), `policy` (rollout policy), `payload` (format and trust rules), `schedule`
+(update_engine's check timing), `health` (boot assessment, the per-check event).
+Shells: `server` (the update server), `agent` (the update agent on a machine).
+Errors: one tree in `errors`, each carrying its update_engine error code.
+See docs/updates.md for how to run them.
+"""
