@@ -107,6 +107,16 @@ class PodmanDriver:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return _run([self.binary, *args], self.env())
 
+    def cli_copying(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run an image-copying command (import, load) without touching the host's /var/lib.
+
+        podman 4.3 keeps its blob-info cache at the fixed path /var/lib/containers/cache for
+        root, with no setting to move it. The command runs in a private mount namespace where
+        the machine's own `var/lib/…` is bind-mounted over the host folder, so the cache lands
+        under the machine root.
+        """
+        return _run([*private_var_lib(self.root), self.binary, *args], self.env())
+
     def run_argv(self, spec: RunSpec) -> list[str]:
         argv = [self.binary, "run", "--name", spec.name]
         if spec.replace:
@@ -176,6 +186,20 @@ class PodmanDriver:
                 )
             )
         return out
+
+
+def private_var_lib(root: Path) -> list[str]:
+    """A command prefix that shows `root`'s var/lib/containers as the host's (root only)."""
+    if root.resolve() == Path("/") or os.geteuid() != 0 or shutil.which("unshare") is None:
+        return []
+    for host in ("/var/lib/containers/cache", "/var/lib/containers", "/var/lib"):
+        if os.path.isdir(host):
+            own = root / host.lstrip("/")
+            own.mkdir(parents=True, exist_ok=True)
+            script = 'mount --bind "$0" "$1" && shift && exec "$@"'
+            unshare = ["unshare", "--mount", "--propagation", "private", "--"]
+            return [*unshare, "sh", "-c", script, str(own), host]
+    return []
 
 
 def _podman_state(c: dict[str, Any]) -> ContainerState:

@@ -100,7 +100,7 @@ def import_image(root: Path, settings: ContainerSettings, tar_path: Path, name: 
         raise ImageError(f"{tar_path}: no such file")
     if settings.driver in ("podman", "docker"):
         d = PodmanDriver(root, settings)
-        r = d.cli("import", "--quiet", str(tar_path), normalize(name))
+        r = d.cli_copying("import", "--quiet", str(tar_path), normalize(name))
         if r.returncode != 0:
             raise ImageError(f"import failed: {r.stderr.strip()}")
         return r.stdout.strip().removeprefix("sha256:")

@@ -156,6 +156,8 @@ def write_podman_config(root: Path, settings: ContainerSettings) -> None:
     for d in (p.graphroot, p.runroot, p.libpod_tmp, p.var_tmp, p.containers_conf.parent):
         d.mkdir(parents=True, exist_ok=True)
     engine = [
+        # images come only from `corral images import`: never reach out to a registry
+        'pull_policy = "never"',
         f'tmp_dir = "{p.libpod_tmp}"',
         'events_logger = "file"',
         f'volume_path = "{root / "var/lib/containers/volumes"}"',
@@ -173,6 +175,9 @@ def write_podman_config(root: Path, settings: ContainerSettings) -> None:
         "[engine]",
         *engine,
         "[network]",
+        # netavark's state is the fixed host folder /run/containers/networks in podman 4.3;
+        # the CNI backend keeps all of its files in network_config_dir (only none/host are used)
+        'network_backend = "cni"',
         f'network_config_dir = "{root / "etc/containers/networks"}"',
         "",
     ]

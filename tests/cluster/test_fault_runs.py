@@ -72,6 +72,8 @@ def _check(result: workload.WorkloadResult) -> None:
 def test_short_fault_run_is_linearizable(impl: str, tmp_path: Path) -> None:
     result, nem = _fault_run(impl, tmp_path, seconds=12.0, seed=7, max_ops=6_000)
     assert nem.counts["kill"] + nem.counts["pause"] >= 2, nem.log
+    if impl == "corral":
+        assert nem.counts["partition-one-way"] >= 1, nem.log
     assert result.counts["ok"] >= 200, result.summary()
     assert result.counts["ok:read"] > 0 and result.counts["ok:cas"] > 0
     _check(result)

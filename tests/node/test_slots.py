@@ -48,7 +48,9 @@ def test_services_run_the_active_slot_and_move_with_a_reboot(
     # Nothing listens on the Omaha port: the agent's first check is minutes away anyway.
     update = f"""  update:
     server: http://127.0.0.1:{omaha}/v1/update/
-    reboot_strategy: "off"
+    reboot_strategy: etcd-lock
+  locksmith:
+    group: web
 """
     cfg = tmp_path / "m1.yml"
     cfg.write_text(kv_config("m1", client, peer, f"m1=http://127.0.0.1:{peer}", update))
@@ -65,8 +67,9 @@ def test_services_run_the_active_slot_and_move_with_a_reboot(
                 and _pythonpath(pid) == str(root / "slots" / slot))
 
     eventually(lambda: kv_runs_from("a"), 60, "etcd2 running from slot a")
-    eventually(lambda: units.call("status", unit="update-engine.service")["active_state"]
-               == "active", 30, "the update agent")
+    for unit in ("update-engine.service", "locksmithd.service"):
+        eventually(lambda unit=unit: units.call("status", unit=unit)["active_state"]
+                   == "active", 30, unit)
     eventually(lambda: (root / "run/update-agent.sock").exists(), 30, "the agent's socket")
 
     # What the update agent does after a download: write the other slot, make it next.
@@ -80,4 +83,8 @@ def test_services_run_the_active_slot_and_move_with_a_reboot(
     eventually(lambda: kv_runs_from("b"), 60, "etcd2 restarted from slot b")
     eventually(lambda: m.put("after-reboot", "yes") is not None, 60, "the KV after the reboot")
     assert "slot b booted: restarting services from it" in m.output()
+    # locksmith runs beside the agent, from the new slot too, and stays up.
+    st = units.call("status", unit="locksmithd.service")
+    assert st["active_state"] == "active"
+    assert _pythonpath(st["main_pid"]) == str(root / "slots/b")
     assert m.stop() == 0
