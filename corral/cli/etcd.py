@@ -1,4 +1,4 @@
-"""`corral etcd`: a drop-in for the `etcd` binary (v2 API, single member for now).
+"""`corral etcd`: a drop-in for the `etcd` binary (v2 API; one member or a Raft cluster).
 
 Arguments are passed through to `corral.kv.flags`, which parses them exactly as etcd 3.4 does
 (Go flag syntax, `ETCD_*` variables, `--config-file`), so existing unit files, cloud-config
@@ -15,12 +15,13 @@ import sys
 import urllib.parse
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import click
 
+from corral.kv.cluster import ClusterError
 from corral.kv.flags import USAGE, EtcdConfig, FlagError, parse, version_text
-from corral.kv.server import MemberConfig, MemberError
+from corral.storage.snap import SnapshotError
+from corral.storage.wal import WALError
 
 __all__ = ["cli", "listen_addresses", "run"]
 
@@ -65,86 +66,68 @@ def _sync_interval(env: dict[str, str] | os._Environ[str]) -> float:
     return value
 
 
-def _is_cluster(config: EtcdConfig) -> bool:
-    """A multi-member --initial-cluster (or joining one) needs the replicated member."""
-    names = [item.partition("=")[0] for item in config.initial_cluster.split(",") if item.strip()]
-    return len(names) > 1 or config.initial_cluster_state == "existing"
-
-
 async def _serve(config: EtcdConfig) -> None:
     from aiohttp import web
 
-    from corral.kv.http_api import KVMember, serve
-    from corral.kv.server import Member
+    from corral.kv.cluster import ClusterConfig, RaftMember, parse_initial_cluster
+    from corral.kv.http_api import serve
 
-    sync = _sync_interval(os.environ)
-    member: KVMember
-    peer_runner: web.AppRunner | None = None
-    if _is_cluster(config):
-        from corral.kv.cluster import ClusterConfig, RaftMember, parse_initial_cluster
-
-        v = config.values
-        member = RaftMember(
-            ClusterConfig(
-                name=config.name,
-                data_dir=Path(config.data_dir),
-                client_urls=config.advertise_client_urls,
-                peer_urls=config.initial_advertise_peer_urls,
-                initial_cluster=parse_initial_cluster(config.initial_cluster),
-                initial_cluster_state=config.initial_cluster_state,
-                cluster_token=config.initial_cluster_token,
-                heartbeat_ms=int(v.get("heartbeat-interval", 100)),
-                election_ms=int(v.get("election-timeout", 1000)),
-                snapshot_count=int(v.get("snapshot-count", 10000)),
-                max_snapshots=int(v.get("max-snapshots", 5)),
-                max_wals=int(v.get("max-wals", 5)),
-                sync_interval=sync,
-                wal_dir=Path(config.wal_dir) if config.wal_dir else None,
-            )
+    v = config.values
+    member = RaftMember(
+        ClusterConfig(
+            name=config.name,
+            data_dir=Path(config.data_dir),
+            client_urls=config.advertise_client_urls,
+            peer_urls=config.initial_advertise_peer_urls,
+            initial_cluster=parse_initial_cluster(config.initial_cluster),
+            initial_cluster_state=config.initial_cluster_state,
+            cluster_token=config.initial_cluster_token,
+            heartbeat_ms=int(v.get("heartbeat-interval", 100)),
+            election_ms=int(v.get("election-timeout", 1000)),
+            snapshot_count=int(v.get("snapshot-count", 10000)),
+            max_snapshots=int(v.get("max-snapshots", 5)),
+            max_wals=int(v.get("max-wals", 5)),
+            sync_interval=_sync_interval(os.environ),
+            wal_dir=Path(config.wal_dir) if config.wal_dir else None,
         )
-    else:
-        single = Member(
-            MemberConfig(
-                name=config.name,
-                data_dir=Path(config.data_dir),
-                client_urls=config.advertise_client_urls,
-                peer_urls=config.initial_advertise_peer_urls,
-                cluster_token=config.initial_cluster_token,
-                sync_interval=sync,
-                wal_dir=Path(config.wal_dir) if config.wal_dir else None,
-            )
-        )
-        await asyncio.to_thread(single.open)
-        member = single
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = await serve(member, listen_addresses(config.listen_client_urls))
-    routes = getattr(member, "peer_routes", None)
-    if routes is not None:
-        peer_app = web.Application()
-        peer_app.add_routes(routes())
-        peer_runner = web.AppRunner(
-            peer_app, handle_signals=False, access_log=None, shutdown_timeout=1.0
-        )
-        await peer_runner.setup()
-        for host, port in listen_addresses(config.listen_peer_urls):
-            await web.TCPSite(peer_runner, host, port, reuse_address=True).start()
-    _log(
-        "I",
-        f"etcdserver: corral member {member.id:x} serving client requests on "
-        f"{', '.join(config.listen_client_urls)}",
+    await member.start()
+    # Peers first: the member publishes itself through Raft, which needs its peer listener;
+    # clients only once it has (etcd's ReadyNotify), so the first answer has a settled index.
+    peer_app = web.Application()
+    peer_app.add_routes(member.peer_routes())
+    peer_runner = web.AppRunner(
+        peer_app, handle_signals=False, access_log=None, shutdown_timeout=1.0
     )
+    await peer_runner.setup()
+    for host, port in listen_addresses(config.listen_peer_urls):
+        await web.TCPSite(peer_runner, host, port, reuse_address=True).start()
+    runner: web.AppRunner | None = None
     try:
-        await stop.wait()
+        ready = asyncio.ensure_future(member.ready())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.done():
+            ready.result()
+            runner = await serve(member, listen_addresses(config.listen_client_urls))
+            _log(
+                "I",
+                f"etcdserver: corral member {member.id:x} serving client requests on "
+                f"{', '.join(config.listen_client_urls)}",
+            )
+            await stop.wait()
+        else:
+            ready.cancel()
     finally:
         _log("N", "etcdmain: received terminated signal, shutting down...")
-        await runner.cleanup()
-        stopper: Any = member
-        await stopper.stop()  # closes the peer streams, so the peer listener stops at once
-        if peer_runner is not None:
-            await peer_runner.cleanup()
+        if runner is not None:
+            await runner.cleanup()
+        await member.stop()  # closes the peer streams, so the peer listener stops at once
+        await peer_runner.cleanup()
 
 
 def run(argv: list[str], env: dict[str, str]) -> int:
@@ -173,12 +156,7 @@ def run(argv: list[str], env: dict[str, str]) -> int:
     except FlagError as err:
         _log("E", err.message)
         return err.exit_code
-    except MemberError as err:
-        _log("C", f"etcdmain: {err}")
-        return 1
-    except Exception as err:  # the replicated member's start-up errors (ClusterError, ...)
-        if type(err).__name__ != "ClusterError":
-            raise
+    except (ClusterError, WALError, SnapshotError) as err:
         _log("C", f"etcdmain: {err}")
         return 1
     except OSError as err:

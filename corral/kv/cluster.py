@@ -1,9 +1,14 @@
-"""The replicated KV member: the keyspace driven by the Raft core, a WAL and peer streams.
+"""The KV member: the keyspace driven by the Raft core, a WAL, snapshots and peer streams.
 
-This is `corral.kv.server.Member`'s replicated twin: the same seam (`propose(cmd)` returns the
-events once the command is committed and applied here; `keyspace`; `on_commit`), so the HTTP
-layer does not know which one it talks to. It also answers what only a cluster has: members,
-leader, term, quorum reads.
+Every `corral etcd` is one of these, a lone member being a cluster of one (as in etcd), so a
+single member can grow by `member add` and every member's data dir has one format. The HTTP
+layer sees one seam: `propose(cmd)` returns the events once the command is committed and
+applied here; `keyspace`; `on_commit`; plus members, leader, term and `read_barrier` for
+quorum reads.
+
+Layout of ``<data-dir>/member/`` (as etcd's): ``wal/`` (corral.storage.wal), ``snap/``
+(corral.storage.snap), and ``lock`` (an `fcntl.flock` held while the member runs, so a second
+process gets `DataDirLocked`, a clear error, instead of sharing the files).
 
 The loop (etcd-io/raft's usage contract, raft.md; one task, `_run`):
 
@@ -51,7 +56,7 @@ import msgpack
 from aiohttp import web
 
 from corral.kv.commands import Command, InternalWrite, Sync, decode, encode
-from corral.kv.errors import V2Error, error_for
+from corral.kv.errors import KVError, V2Error, error_for
 from corral.kv.events import Event
 from corral.kv.keyspace import Keyspace
 from corral.kv.peer import PeerTransport
@@ -91,8 +96,20 @@ _KIND_ATTRIBUTES = 1
 CATCHUP_ENTRIES = 5000  # entries kept after a snapshot for slow followers (etcd's value)
 
 
-class ClusterError(Exception):
+class ClusterError(KVError):
     """The member cannot start or go on; the message says why, for the operator."""
+
+
+class DataDirLocked(ClusterError):
+    """Another process holds this data dir."""
+
+
+class MemberConflict(ClusterError):
+    """A member with these peer URLs already exists (HTTP 409)."""
+
+
+class MemberRemoved(ClusterError):
+    """The member was permanently removed (HTTP 410)."""
 
 
 def member_id_for(peer_urls: tuple[str, ...] | list[str], token: str) -> int:
@@ -191,6 +208,9 @@ class RaftMember:
         self._leader_waiters: list[asyncio.Future[None]] = []
         self._stopping = False
         self._published = False
+        self._published_applied = False
+        self._boot_index = 0
+        self._ready_waiters: list[asyncio.Future[None]] = []
         self._last_lead = NONE
         self._initial: dict[int, MemberInfo] = {}
         self.cluster_version = ""
@@ -232,8 +252,8 @@ class RaftMember:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise ClusterError(
-                f"data dir {self.config.data_dir} is in use by another process"
+            raise DataDirLocked(
+                f"data dir {self.config.data_dir} is in use by another process (lock {path} is held)"
             ) from None
         self._lock_fd = fd
 
@@ -248,7 +268,14 @@ class RaftMember:
         return out
 
     async def start(self) -> None:
-        """Open or create the data dir, join the cluster, start the loops and the transport."""
+        """Open or create the data dir, join the cluster, start the loops and the transport.
+
+        Returns without waiting for a leader; `ready()` waits until the member has published
+        itself to the cluster (etcd serves clients only from then on). Calling it twice is
+        harmless.
+        """
+        if self.node is not None:
+            return
         await asyncio.to_thread(self._lock)
         self.start_time = self.clock()
         wal_dir = self.config.wal_dir or self._member_dir() / "wal"
@@ -260,6 +287,7 @@ class RaftMember:
         else:
             self._bootstrap_new(wal_dir)
         assert self.node is not None
+        self._boot_index = self.storage.last_index()
         self.transport = PeerTransport(
             self.id,
             self.cluster_id,
@@ -268,6 +296,9 @@ class RaftMember:
             self.node.report_snapshot,
         )
         self._set_peers()
+        if self.node.raft.trk.voters == {self.id}:
+            # A lone voter needs no election timeout to know it wins (etcd fast-forwards too).
+            self.node.campaign()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._run()),
@@ -473,6 +504,26 @@ class RaftMember:
         except TimeoutError:
             raise error_for(300, "etcdserver: request timed out") from None
 
+    async def ready(self) -> None:
+        """Wait until this member's attributes and the cluster version are applied here."""
+        while not (
+            self._published_applied and self.keyspace.internal_value("/0/version") is not None
+        ):
+            if self.fatal is not None:
+                raise ClusterError(self.fatal)
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._ready_waiters.append(fut)
+            await fut
+
+    def _check_ready(self) -> None:
+        if self._ready_waiters and (
+            self._published_applied and self.keyspace.internal_value("/0/version") is not None
+        ):
+            for f in self._ready_waiters:
+                if not f.done():
+                    f.set_result(None)
+            self._ready_waiters.clear()
+
     async def wait_leader(self, within: float) -> bool:
         if self.leader_id != NONE:
             return True
@@ -488,7 +539,7 @@ class RaftMember:
     async def add_member(self, peer_urls: list[str]) -> MemberInfo:
         for m in self.members.values():
             if set(m.peer_urls) & set(peer_urls):
-                raise ClusterError("Peer URLs already exists")
+                raise MemberConflict("etcdserver: peerURL exists")
         mid = member_id_for(peer_urls, self.config.cluster_token)
         # etcd adds the time to new members' ids so a re-added member gets a new id.
         mid = (
@@ -507,7 +558,7 @@ class RaftMember:
 
     async def remove_member(self, mid: int) -> None:
         if mid in self.removed:
-            raise ClusterError("Member permanently removed")
+            raise MemberRemoved("etcdserver: member permanently removed")
         if mid not in self.members:
             raise KeyError(mid)
         await self._conf_change(
@@ -539,13 +590,15 @@ class RaftMember:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._outbox:
+            if self._outbox and node.raft.lead != NONE:
+                # Without a leader proposals wait here (as etcd's do) until one is elected or
+                # their request times out; a dropped batch was appended nowhere, so it is
+                # safe to offer it again next round.
                 batch, self._outbox = self._outbox, []
                 try:
                     node.propose_batch(batch)
                 except ProposalDroppedError:
-                    # No leader to take them: they time out (etcd's "request timed out").
-                    pass
+                    self._outbox[:0] = batch
             if self._reads_waiting and node.raft.lead != NONE:
                 self._read_seq += 1
                 ctx = self._read_seq.to_bytes(8, "big")
@@ -626,6 +679,7 @@ class RaftMember:
             self.applied = e.index
         if events:
             self._deliver(events)
+        self._check_ready()
         if not self._published and self.id in self.members and self.leader_id != NONE:
             self._publish_attributes()
         for rs in rd.read_states:
@@ -681,6 +735,8 @@ class RaftMember:
             if info is None:
                 return []
             info.name, info.client_urls = name, list(client_urls)
+            if mid == self.id and e.index > self._boot_index:
+                self._published_applied = True  # this boot's publication, not a replayed one
             attrs = json.dumps(
                 {"name": name, "clientURLs": list(client_urls)}, separators=(",", ":")
             )

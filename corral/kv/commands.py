@@ -181,13 +181,18 @@ def encode(cmd: Command) -> bytes:
         tag = _TAGS[type(cmd)]
     except KeyError:
         raise TypeError(f"not a keyspace command: {cmd!r}") from None
-    return msgpack.packb([FORMAT_VERSION, tag, *astuple(cmd)], use_bin_type=True)
+    # Keys may hold bytes that are not UTF-8 (lone surrogates, kept so they render as Go does).
+    return msgpack.packb(
+        [FORMAT_VERSION, tag, *astuple(cmd)], use_bin_type=True, unicode_errors="surrogateescape"
+    )
 
 
 def decode(data: bytes) -> Command:
     """Parse bytes made by `encode`. Raises FormatError for anything else."""
     try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        obj = msgpack.unpackb(
+            data, raw=False, strict_map_key=True, unicode_errors="surrogateescape"
+        )
     except Exception as exc:  # msgpack raises several unrelated types for garbage
         raise FormatError(f"keyspace command is not valid msgpack: {exc}") from None
     if not isinstance(obj, list) or len(obj) < 2:

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from corral.kv.cluster import MemberConflict, MemberRemoved
 from corral.kv.commands import (
     Command,
     CompareAndDelete,
@@ -79,10 +80,9 @@ class _MemberConfig(Protocol):
 
 
 class KVMember(Protocol):
-    """What the HTTP layer needs from a member: `corral.kv.server.Member` (one node) and the
-    replicated `corral.kv.cluster.RaftMember` both provide it. Cluster-only extras
-    (`member_list`, `leader_id`, `is_leader`, `read_barrier`, `add_member`, `remove_member`)
-    are used when present.
+    """What the HTTP layer needs from a member (`corral.kv.cluster.RaftMember` provides it;
+    tests may pass lighter doubles). The cluster extras (`member_list`, `leader_id`,
+    `is_leader`, `read_barrier`, `add_member`, `remove_member`) are used when present.
     """
 
     keyspace: Keyspace
@@ -568,8 +568,13 @@ class ClientAPI:
             return self._resp(
                 500, go_json({"message": exc.cause or exc.message})[:-1], _JSON, **cid
             )
-        except (ValueError, KeyError) as exc:
+        except MemberRemoved as exc:
+            return self._resp(410, go_json({"message": str(exc)})[:-1], _JSON, **cid)
+        except MemberConflict as exc:
             return self._resp(409, go_json({"message": str(exc)})[:-1], _JSON, **cid)
+        except KeyError:
+            msg = f"No such member: {rest}"
+            return self._resp(404, go_json({"message": msg})[:-1], _JSON, **cid)
         msg = "membership changes are not supported by this member"
         return self._resp(500, go_json({"message": msg})[:-1], _JSON, **cid)
 
@@ -660,8 +665,12 @@ def make_app(member: KVMember) -> web.Application:
 
 
 async def serve(member: KVMember, hosts_ports: list[tuple[str, int]]) -> web.AppRunner:
-    """Start the member and listen on every (host, port); returns the runner to clean up."""
+    """Start the member, wait until it is ready (published to its cluster, as etcd waits
+    before serving clients), and listen on every (host, port); returns the runner to clean up."""
     await member.start()
+    ready = getattr(member, "ready", None)
+    if ready is not None:
+        await ready()
     # Go's server takes request lines and headers up to 1 MiB (DefaultMaxHeaderBytes).
     runner = web.AppRunner(
         make_app(member),

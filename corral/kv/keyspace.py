@@ -687,13 +687,16 @@ class Keyspace:
                 history,
             ],
             use_bin_type=True,
+            unicode_errors="surrogateescape",  # keys may hold non-UTF-8 bytes
         )
 
     @classmethod
     def restore(cls, data: bytes) -> Keyspace:
         """A keyspace from `snapshot()` bytes. Raises FormatError for anything else."""
         try:
-            obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+            obj = msgpack.unpackb(
+                data, raw=False, strict_map_key=True, unicode_errors="surrogateescape"
+            )
         except Exception as exc:  # msgpack raises several unrelated types for garbage
             raise FormatError(f"keyspace snapshot is not valid msgpack: {exc}") from None
         if not isinstance(obj, list) or not obj:

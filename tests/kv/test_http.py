@@ -10,15 +10,23 @@ from pathlib import Path
 
 import aiohttp
 
+from corral.kv.cluster import ClusterConfig, RaftMember
 from corral.kv.http_api import STREAM_BUFFER, expire_at, go_duration, serve
-from corral.kv.server import Member, MemberConfig
 from corral.testing.ports import free_port
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
+def single(data_dir: Path, url: str, sync_interval: float = 0.5) -> RaftMember:
+    """A lone member (a cluster of one) that serves `url`."""
+    peer = "http://127.0.0.1:1"
+    return RaftMember(
+        ClusterConfig("h", data_dir, (url,), (peer,), (("h", peer),), sync_interval=sync_interval)
+    )
+
+
 class Served:
-    def __init__(self, member: Member, url: str, session: aiohttp.ClientSession) -> None:
+    def __init__(self, member: RaftMember, url: str, session: aiohttp.ClientSession) -> None:
         self.member, self.url, self.session = member, url, session
 
     async def put(self, key: str, value: str) -> dict[str, object]:
@@ -41,9 +49,7 @@ def run(tmp_path: Path, body: Callable[[Served], object]) -> None:
     async def go() -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        member = Member(
-            MemberConfig("h", tmp_path / "d", (url,), ("http://127.0.0.1:1",), sync_interval=0.05)
-        )
+        member = single(tmp_path / "d", url, sync_interval=0.05)
         runner = await serve(member, [("127.0.0.1", port)])
         try:
             async with aiohttp.ClientSession() as session:
@@ -175,7 +181,7 @@ def test_shutdown_ends_open_watches_promptly(tmp_path: Path) -> None:
     async def go() -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        member = Member(MemberConfig("h", tmp_path / "d", (url,), ("http://127.0.0.1:1",)))
+        member = single(tmp_path / "d", url)
         runner = await serve(member, [("127.0.0.1", port)])
         async with (
             aiohttp.ClientSession() as session,

@@ -17,7 +17,7 @@ def test_demo_runs(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "the watch fired" in out.stdout
     assert "[red != blue]" in out.stdout
-    assert (tmp_path / "demo" / "demo.etcd" / "member" / "corral" / "log").exists()
+    assert (tmp_path / "demo" / "demo.etcd" / "member" / "wal").is_dir()
 
 
 def test_bad_sync_interval_is_a_clear_error(tmp_path: Path) -> None:

@@ -1,4 +1,8 @@
-"""The member: durable log, restart after kill -9, data-dir lock, snapshots, TTL sweeper."""
+"""The member: durable WAL, restart after kill -9, data-dir lock, snapshots, TTL sweeper.
+
+A lone `corral etcd` is a Raft cluster of one; these tests drive `RaftMember` in-process and
+`corral etcd` as a real process.
+"""
 
 from __future__ import annotations
 
@@ -14,21 +18,26 @@ from pathlib import Path
 
 import pytest
 
-from corral.kv.commands import Set, Sync
+from corral.kv.cluster import ClusterConfig, DataDirLocked, RaftMember
+from corral.kv.commands import Set
 from corral.kv.errors import KeyNotFound
-from corral.kv.server import DataDirLocked, LocalLog, Member, MemberConfig, MemberError
+from corral.storage.wal import WALError
 from corral.testing.ports import free_port
 from corral.testing.servers import ServerProcess, corral_etcd_command, start_cluster
 
+PEER = "http://127.0.0.1:2"
 
-def _config(tmp: Path, **kw: object) -> MemberConfig:
-    return MemberConfig(
+
+def _member(tmp: Path, clock: Callable[[], int] | None = None, **kw: object) -> RaftMember:
+    config = ClusterConfig(
         name="m",
         data_dir=tmp / "data",
         client_urls=("http://127.0.0.1:1",),
-        peer_urls=("http://127.0.0.1:2",),
+        peer_urls=(PEER,),
+        initial_cluster=(("m", PEER),),
         **kw,  # type: ignore[arg-type]
     )
+    return RaftMember(config) if clock is None else RaftMember(config, clock=clock)
 
 
 async def _eventually(cond: Callable[[], bool], within: float = 10.0) -> None:
@@ -40,37 +49,42 @@ async def _eventually(cond: Callable[[], bool], within: float = 10.0) -> None:
 
 def test_fresh_member_starts_at_index_3_and_restarts_identical(tmp_path: Path) -> None:
     async def go() -> None:
-        m = Member(_config(tmp_path))
+        m = _member(tmp_path)
         await m.start()
+        await m.ready()
         assert m.keyspace.index == 3  # etcd's three internal writes
         results = await asyncio.gather(
             *(m.propose(Set(f"/k{i}", str(i), now=m.now())) for i in range(50))
         )
-        assert [r[0].index for r in results] == list(range(4, 54))
-        snap = m.keyspace.snapshot()
+        assert sorted(r[0].index for r in results) == list(range(4, 54))
+        tree = m.keyspace.get("/", recursive=True, sorted=True)
         await m.stop()
-        again = Member(_config(tmp_path))
+        again = _member(tmp_path)
         await again.start()
-        assert again.keyspace.snapshot() == snap
+        await again.ready()
+        # The restart replays the WAL, then publishes its attributes again (one more index).
+        assert again.keyspace.get("/", recursive=True, sorted=True).node == tree.node
+        assert again.keyspace.index == 54
         assert again.id == m.id and again.cluster_id == m.cluster_id
         await again.stop()
 
     asyncio.run(go())
 
 
-def test_snapshot_then_log_replay(tmp_path: Path) -> None:
+def test_snapshot_then_wal_replay(tmp_path: Path) -> None:
     async def go() -> None:
-        m = Member(_config(tmp_path, snapshot_every=40))
+        m = _member(tmp_path, snapshot_count=40)
         await m.start()
         for i in range(130):
             await m.propose(Set(f"/s/{i % 7}", str(i), now=m.now()))
-        assert m.log.base > 0  # compacted at least once
-        assert (m.dir / "snap").exists()
-        state = m.keyspace.snapshot()
+        assert m.snap_index > 0  # compacted at least once
+        assert list((tmp_path / "data" / "member" / "snap").glob("*.snap"))
+        tree = m.keyspace.get("/s", recursive=True, sorted=True)
         await m.stop()
-        again = Member(_config(tmp_path, snapshot_every=40))
+        again = _member(tmp_path, snapshot_count=40)
         await again.start()
-        assert again.keyspace.snapshot() == state
+        await again.ready()
+        assert again.keyspace.get("/s", recursive=True, sorted=True).node == tree.node
         await again.stop()
 
     asyncio.run(go())
@@ -78,44 +92,49 @@ def test_snapshot_then_log_replay(tmp_path: Path) -> None:
 
 def test_torn_tail_is_cut_and_bad_version_is_a_clear_error(tmp_path: Path) -> None:
     async def write() -> None:
-        m = Member(_config(tmp_path))
+        m = _member(tmp_path)
         await m.start()
         await m.propose(Set("/a", "1", now=m.now()))
         await m.stop()
 
+    async def read_back() -> str:
+        m = _member(tmp_path)
+        await m.start()
+        await m.ready()
+        value = m.keyspace.get("/a").node.value
+        await m.stop()
+        return str(value)
+
     asyncio.run(write())
-    log = tmp_path / "data" / "member" / "corral" / "log"
-    size = log.stat().st_size
-    with open(log, "ab") as f:
-        f.write(LocalLog.frame(b"never acknowledged")[:-3])  # a torn record
-    m = Member(_config(tmp_path))
-    m.open()
-    assert m.keyspace.get("/a").node.value == "1"
-    assert log.stat().st_size == size
-    m.log.close()
-    m._unlock()
-    raw = bytearray(log.read_bytes())
-    raw[8:10] = (99).to_bytes(2, "big")
-    log.write_bytes(bytes(raw))
-    with pytest.raises(MemberError, match="log format version 99 is not supported"):
-        Member(_config(tmp_path)).open()
+    seg = sorted((tmp_path / "data" / "member" / "wal").glob("*.wal"))[-1]
+    data = seg.read_bytes().rstrip(b"\0")
+    seg.write_bytes(data + b"\x10\x00\x00\x00\xde\xad")  # a record cut off mid-write
+    assert asyncio.run(read_back()) == "1"
+    raw = bytearray(seg.read_bytes())
+    raw[30] ^= 0xFF  # damage the metadata record near the start: real corruption
+    seg.write_bytes(bytes(raw))
+    with pytest.raises(WALError, match="corrupt"):
+        asyncio.run(read_back())
 
 
 def test_data_dir_lock_in_process(tmp_path: Path) -> None:
-    first = Member(_config(tmp_path))
-    first.open()
-    with pytest.raises(DataDirLocked, match="in use by another process"):
-        Member(_config(tmp_path)).open()
-    first.log.close()
-    first._unlock()
+    async def go() -> None:
+        first = _member(tmp_path)
+        await first.start()
+        with pytest.raises(DataDirLocked, match="in use by another process"):
+            await _member(tmp_path).start()
+        await first.stop()
+
+    asyncio.run(go())
 
 
 def test_sweeper_proposes_sync_when_due(tmp_path: Path) -> None:
     clock = [1_000_000_000_000]
 
     async def go() -> None:
-        m = Member(_config(tmp_path, sync_interval=0.01), clock=lambda: clock[0])
+        m = _member(tmp_path, clock=lambda: clock[0], sync_interval=0.01)
         await m.start()
+        await m.ready()
         seen: list[str] = []
         m.on_commit.append(lambda evs: seen.extend(e.action.value for e in evs))
         await m.propose(Set("/t", "x", expire_at=clock[0] + 5_000_000_000, now=clock[0]))
@@ -126,16 +145,15 @@ def test_sweeper_proposes_sync_when_due(tmp_path: Path) -> None:
         with pytest.raises(KeyNotFound):
             m.keyspace.get("/t")
         await m.stop()
+        # The Sync is in the WAL: a restart replays the expiry, whatever the clock says then.
+        m2 = _member(tmp_path, clock=lambda: 1)
+        await m2.start()
+        await m2.ready()
+        with pytest.raises(KeyNotFound):
+            m2.keyspace.get("/t")
+        await m2.stop()
 
     asyncio.run(go())
-    # The Sync is in the log: a restart replays the expiry, whatever the clock says then.
-    m2 = Member(_config(tmp_path), clock=lambda: 0)
-    m2.open()
-    with pytest.raises(KeyNotFound):
-        m2.keyspace.get("/t")
-    m2.log.close()
-    m2._unlock()
-    assert Sync  # the command type the sweeper proposes
 
 
 def _put(url: str, key: str, value: str) -> int:
