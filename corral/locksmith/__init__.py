@@ -3,7 +3,7 @@
 Pure core: `Semaphore` and `cas_step` (the semaphore value and its compare-and-swap protocol),
 `Periodic` (reboot windows on a time you pass in), `parse_strategy`/`DaemonSettings`
 (strategy, window and group settings), `DeadHolderReaper` (releasing holders whose machine is
-gone). Shell: `LockClient` over a `KeysAPI` (`ClientKeys` for corral.client, or `V2Keys`). See docs/locksmith.md.
+gone). Shell: `LockClient` over a `KeysAPI` (`ClientKeys`, over corral.client). See docs/locksmith.md.
 """
 
 from corral.locksmith._agent_link import AgentLink, follow_agent
@@ -34,7 +34,6 @@ from corral.locksmith._kv import (
     KeysAPI,
     KVNode,
     LockClient,
-    V2Keys,
     heartbeat,
     reap_dead_holders,
 )
@@ -125,7 +124,6 @@ __all__ = [
     "Strategy",
     "Unlock",
     "UnlockRequest",
-    "V2Keys",
     "apply_op",
     "cas_step",
     "follow_agent",

@@ -1,8 +1,8 @@
 """etcd v2 keys adapters and the semaphore lock client.
 
 `KeysAPI` is the narrow seam locksmith needs (get/list/create/compare_and_swap/set/delete).
-Two implementations: `ClientKeys` over corral's own `corral.client.SyncClient`, and `V2Keys`,
-a dependency-free stdlib urllib client (handy where corral.client is not wanted).
+Its implementation, `ClientKeys`, runs over corral's one etcd client (`corral.client.SyncClient`);
+tests may pass an in-memory model instead.
 
 This is the thin shell around `cas_step`: GET the semaphore, compute the conditional write,
 PUT it with `prevIndex` (or `prevExist=false` to create), and start over when the write lost a
@@ -13,11 +13,7 @@ Endpoints are tried in order; a connection failure moves to the next one.
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -49,7 +45,6 @@ __all__ = [
     "KVNode",
     "KeysAPI",
     "LockClient",
-    "V2Keys",
     "heartbeat",
     "reap_dead_holders",
 ]
@@ -143,90 +138,6 @@ class ClientKeys:
     def delete(self, key: str) -> None:
         try:
             self._call(self.client.delete, "/" + key.lstrip("/"))
-        except KVError as err:
-            if err.code != KEY_NOT_FOUND:
-                raise
-
-
-class V2Keys:
-    """`KeysAPI` over stdlib urllib: the subset of `/v2/keys` locksmith needs."""
-
-    def __init__(self, endpoints: Sequence[str], timeout: float = 5.0) -> None:
-        if not endpoints:
-            raise ValueError("at least one endpoint is required")
-        self.endpoints = [e.rstrip("/") for e in endpoints]
-        self.timeout = timeout
-
-    def _request(self, method: str, key: str, params: dict[str, str]) -> dict[str, Any]:
-        path = "/v2/keys/" + urllib.parse.quote(key.lstrip("/"), safe="/")
-        body = urllib.parse.urlencode(params).encode() if method in ("PUT", "POST") else None
-        query = "" if body is not None or not params else "?" + urllib.parse.urlencode(params)
-        last: Exception | None = None
-        for endpoint in self.endpoints:
-            req = urllib.request.Request(endpoint + path + query, data=body, method=method)
-            if body is not None:
-                req.add_header("Content-Type", "application/x-www-form-urlencoded")
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return dict(json.loads(resp.read()))
-            except urllib.error.HTTPError as err:
-                try:
-                    doc = json.loads(err.read())
-                except ValueError:
-                    raise KVError(0, f"HTTP {err.code} from {endpoint}") from err
-                raise KVError(
-                    int(doc.get("errorCode", 0)),
-                    str(doc.get("message", "")),
-                    str(doc.get("cause", "")),
-                ) from err
-            except (urllib.error.URLError, OSError) as err:
-                last = err
-        raise KVError(0, f"no endpoint reachable ({', '.join(self.endpoints)}): {last}")
-
-    @staticmethod
-    def _node(doc: dict[str, Any]) -> KVNode:
-        n = doc["node"]
-        return KVNode(n["key"], n.get("value"), int(n["modifiedIndex"]), bool(n.get("dir")))
-
-    def get(self, key: str) -> KVNode | None:
-        try:
-            return self._node(self._request("GET", key, {}))
-        except KVError as err:
-            if err.code == KEY_NOT_FOUND:
-                return None
-            raise
-
-    def list(self, directory: str) -> list[KVNode]:
-        """The direct children of `directory` ([] if it does not exist)."""
-        try:
-            doc = self._request("GET", directory, {})
-        except KVError as err:
-            if err.code == KEY_NOT_FOUND:
-                return []
-            raise
-        return [
-            KVNode(n["key"], n.get("value"), int(n["modifiedIndex"]), bool(n.get("dir")))
-            for n in doc["node"].get("nodes", [])
-        ]
-
-    def create(self, key: str, value: str, ttl: int | None = None) -> KVNode:
-        params = {"value": value, "prevExist": "false"}
-        if ttl is not None:
-            params["ttl"] = str(ttl)
-        return self._node(self._request("PUT", key, params))
-
-    def compare_and_swap(self, key: str, value: str, prev_index: int) -> KVNode:
-        return self._node(self._request("PUT", key, {"value": value, "prevIndex": str(prev_index)}))
-
-    def set(self, key: str, value: str, ttl: int | None = None) -> KVNode:
-        params = {"value": value}
-        if ttl is not None:
-            params["ttl"] = str(ttl)
-        return self._node(self._request("PUT", key, params))
-
-    def delete(self, key: str) -> None:
-        try:
-            self._request("DELETE", key, {})
         except KVError as err:
             if err.code != KEY_NOT_FOUND:
                 raise

@@ -26,7 +26,6 @@ from corral.locksmith import (
     SemaphoreFull,
     SetMax,
     Unlock,
-    V2Keys,
     heartbeat,
     presence_key,
     reap_dead_holders,
@@ -41,11 +40,9 @@ _groups = itertools.count()
 KeysFactory = Callable[[str], KeysAPI]
 
 
-@pytest.fixture(params=["corral.client", "urllib"])
-def keys(request: pytest.FixtureRequest) -> KeysFactory:
-    """Both KeysAPI adapters: corral's own etcd client and the stdlib one."""
-    if request.param == "urllib":
-        return lambda url: V2Keys([url])
+@pytest.fixture
+def keys() -> KeysFactory:
+    """The KeysAPI adapter over corral's etcd client."""
     return lambda url: ClientKeys.connect([url])
 
 
@@ -192,7 +189,7 @@ def test_cli_outputs_match_locksmithctl(shared_etcd: ServerProcess, tmp_path: Pa
     assert run("unlock", "0123") == (0, "")
     assert run("status") == (0, "Available: 1\nMax: 1\n")
     key = semaphore_key(group)
-    node = V2Keys([shared_etcd.client_url]).get(key)
+    node = ClientKeys.connect([shared_etcd.client_url]).get(key)
     assert node is not None and node.value == '{"semaphore":1,"max":1,"holders":[]}'
     assert "%20" not in key and "+" in key  # url.QueryEscape, as locksmith names group keys
 
