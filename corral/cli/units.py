@@ -32,10 +32,12 @@ def _fail(err: UnitError) -> None:
     sys.exit(4 if isinstance(err, UnitNotFoundError) else 1)
 
 
-def _name(name: str) -> str:
-    """`foo` means `foo.service`, as with systemctl."""
+def _name(name: str, file: bool = False) -> str:
+    """`foo` means `foo.service`, as with systemctl; so does `foo.container` (unless a file)."""
     if "." not in name.rpartition("@")[2] and not name.endswith(".service"):
         name += ".service"
+    if not file and name.endswith(".container"):
+        name = name.removesuffix(".container") + ".service"
     try:
         UnitName.parse(name)
     except UnitError as err:
@@ -136,7 +138,9 @@ def load(ctx: click.Context, unit: str, file: Any, persistent: bool) -> None:
     except UnicodeDecodeError as err:
         raise click.BadParameter(f"unit file is not UTF-8 text: {err}") from None
     try:
-        st = _client(ctx).call("load", unit=_name(unit), text=text, runtime=not persistent)
+        st = _client(ctx).call(
+            "load", unit=_name(unit, file=True), text=text, runtime=not persistent
+        )
     except UnitError as err:
         _fail(err)
         return

@@ -16,9 +16,17 @@ import yaml
 
 from corral.containers.errors import SettingsError
 
-__all__ = ["DRIVERS", "ContainerSettings", "MachinePaths", "load_settings", "podman_env"]
+__all__ = [
+    "DRIVERS",
+    "RUNROOT_MAX",
+    "ContainerSettings",
+    "MachinePaths",
+    "load_settings",
+    "podman_env",
+]
 
 DRIVERS = ("podman", "runc", "docker")
+RUNROOT_MAX = 50
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,10 @@ class MachinePaths:
 
     @property
     def runroot(self) -> Path:
-        return self.root / "run/containers/storage"
+        # podman 4.3's `container cleanup` (run by conmon when a container exits) refuses a
+        # runroot longer than 50 characters; `podman run` then waits out a 20 s timeout
+        usual = self.root / "run/containers/storage"
+        return usual if len(str(usual)) <= RUNROOT_MAX else self.root / "run/ps"
 
     @property
     def libpod_tmp(self) -> Path:

@@ -165,6 +165,8 @@ class ControlServer:
         ):
             raise ControlError(f"{op}: missing 'unit'")
         assert unit is None or isinstance(unit, str)
+        if unit and op != "load" and unit.endswith(".container"):
+            unit = unit.removesuffix(".container") + ".service"  # addressed as Quadlet does
         match op:
             case "ping":
                 return {

@@ -775,6 +775,8 @@ class UnitRunner:
 
     async def unload(self, name: str) -> None:
         """Stop the unit, remove its runtime/persistent file and forget it."""
+        if name.endswith(".container"):
+            name = name.removesuffix(".container") + ".service"
         u = self.units.get(name)
         if u is None:
             raise UnitNotFoundError(f"Unit {name} not loaded.")
@@ -782,8 +784,9 @@ class UnitRunner:
             await self._stop_one(name, wait=True)
             self._feed(u, ResetFailed())
         for d in (self.layout.runtime, self.layout.persistent):
-            with contextlib.suppress(FileNotFoundError):
-                (d / name).unlink()
+            for file in (name, *container_source_names(name)[:1]):  # not a shared template
+                with contextlib.suppress(FileNotFoundError):
+                    (d / file).unlink()
         self.disable(name)
         self._drop_notify(u)
         self.units.pop(name, None)

@@ -9,8 +9,10 @@ machine's storage is reset).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,9 +40,12 @@ def machines(
     tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path
 ) -> Iterator[dict[str, Path]]:
     """One machine root per driver, busybox imported; session-wide check for leftovers."""
+    # short roots: podman 4.3 needs a runroot of at most 50 characters (settings.RUNROOT_MAX),
+    # which pytest's own temporary folders are too deep for
+    base = Path(tempfile.mkdtemp(prefix="crl-"))
     roots: dict[str, Path] = {}
     for name in DRIVERS:
-        root = tmp_path_factory.mktemp(f"machine-{name}")
+        root = base / name
         # a short stop timeout: busybox PID 1 ignores SIGTERM, so every stop waits it out
         settings = save_settings(root, load_settings(root), driver=name, stop_timeout=2)
         import_image(root, settings, busybox_tar, "busybox")
@@ -62,6 +67,7 @@ def machines(
                 capture_output=True,
                 check=False,
             )
+    shutil.rmtree(base, ignore_errors=True)
     assert left == {}, f"containers left behind by the suite: {left}"
 
 

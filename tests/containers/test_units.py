@@ -96,9 +96,15 @@ def test_container_unit_starts_logs_shows_and_stops(machine: Path) -> None:
         assert (st.active_state, st.result) == ("inactive", "success")
         assert driver.state("systemd-greet") is None
         r.disable("greet.service")
-        await r.unload("greet.service")
+        await r.unload("greet.container")  # either name; the .container file goes too
+        assert not _files(machine / "run/corral/units", "greet.*")
+        assert r.status("greet.service").load_state == "not-found"
 
     run(machine, body)
+
+
+def _files(folder: Path, pattern: str) -> list[Path]:
+    return list(folder.glob(pattern))
 
 
 def test_exit_codes_and_restart_of_a_crashing_container(machine: Path) -> None:
@@ -294,3 +300,34 @@ def test_fleet_era_docker_unit_runs_unchanged(daemon: Path) -> None:
     code, out = units("status", "web1")
     assert "  Container: web1 (no such container)" in out
     units("unload", "web1")
+    # .container units through the CLI: loaded and addressed as NAME.service, [Install] kept
+    code, out = units("load", "greet.container", input=GREETER)
+    assert code == 0, out
+    code, out = units("enable", "greet.container")
+    assert code == 0 and out.startswith("Enabled greet.service"), out
+    code, out = units("cat", "greet")
+    assert "[Container]" in out
+    code, out = units("load", "bad.container", input="[Container]\nImage=busybox\nBogus=1\n")
+    assert code == 1 and "bad.container:3: unsupported key 'Bogus'" in out
+    for name in ("greet.container", "bad.container"):
+        assert units("unload", name)[0] == 0
+
+
+def test_podman_exec_lines_use_the_machines_own_storage(machines: dict[str, Path]) -> None:
+    # the image exists only in this machine's storage: found only with its containers.conf
+    root = machines["podman"]
+    unit = (
+        "[Service]\nType=oneshot\n"
+        "ExecStart=podman run --rm --name p1 busybox sh -c 'echo via podman on $$HOSTNAME'\n"
+    )
+
+    async def body(r: UnitRunner) -> None:
+        r.load_unit("p1.service", unit)
+        assert r.status("p1.service").container == "p1"
+        assert await r.start_unit("p1.service") == "done"
+        st = r.status("p1.service")
+        assert (st.active_state, st.result) == ("inactive", "success")
+        assert any("via podman on" in line for line in r.journal.tail("p1.service", 50))
+        await r.unload("p1.service")
+
+    run(root, body)
