@@ -23,7 +23,7 @@ typecheck: venv
 
 soak: venv deps
 	$(PY) -m corral sim --seeds 1-10000
-	$(PY) -m pytest -p no:cacheprovider --hypothesis-profile=ci --run-soak -m slow tests
+	$(PY) -m pytest -p no:cacheprovider --hypothesis-profile=ci --run-soak -m slow -rP tests
 
 bench: venv deps
 	$(PY) -m benchmarks.run --out docs/benchmarks.md

@@ -8,7 +8,8 @@ follows etcdctl 3.4 (`ETCDCTL_API=2`) byte for byte for the same server answers:
   JSON of the response; any other format prints `Unsupported output format: X` on stderr;
 * errors go to stderr as `Error:  <code>: <message> (<cause>) [<index>]`;
 * exit codes: 0 ok, 1 bad arguments or "is a directory", 2 the initial endpoint sync could
-  not connect, 4 the server (or the cluster, with `--no-sync`) failed, 5 cluster unhealthy.
+  not connect, 3 unknown verb, 4 the server (or the cluster, with `--no-sync`) failed,
+  5 cluster unhealthy.
 
 Known quirks kept on purpose: `mkdir`/`setdir`/`updatedir` print nothing in the simple
 format; `exec-watch` without `--` takes the *last* argument as the key (etcdctl 3.4 drops
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import click
 
@@ -52,9 +53,6 @@ EXIT_SERVER_ERROR = 4
 EXIT_CLUSTER_NOT_HEALTHY = 5
 
 DEFAULT_ENDPOINTS = "http://127.0.0.1:2379,http://127.0.0.1:4001"
-
-F = TypeVar("F", bound=Callable[..., Any])
-
 
 # --------------------------------------------------------------------------- formatting
 
@@ -160,7 +158,9 @@ class Settings:
     """The global flags, resolved once per invocation."""
 
     def __init__(self, endpoints: str, no_sync: bool, output: str, debug: bool,
-                 timeout: float, total_timeout: float) -> None:
+                 timeout: float, total_timeout: float,
+                 auth: tuple[str, str] | None = None) -> None:
+        self.auth = auth
         self.endpoints = endpoints
         self.no_sync = no_sync
         self.output = output
@@ -173,7 +173,7 @@ class Settings:
         try:
             connect = min(30.0, self.total_timeout) if self.total_timeout else 30.0
             c = SyncClient(self.endpoints.split(","),
-                           Timeouts(connect=connect, request=self.timeout))
+                           Timeouts(connect=connect, request=self.timeout), auth=self.auth)
         except UsageError as exc:
             _die(EXIT_BAD_ARGS, str(exc))
         if self.debug:
@@ -305,19 +305,29 @@ def _ttl(ttl: int) -> int | None:
                    f"default {DEFAULT_ENDPOINTS}]")
 @click.option("--endpoint", default="", hidden=True, help="deprecated: --endpoints")
 @click.option("--peers", "-C", default="", hidden=True, help="deprecated: --endpoints")
+@click.option("--username", "-u", default="",
+              help="user[:password] for v2 auth (prompts for a missing password) "
+                   "[env ETCDCTL_USERNAME]")
 @click.option("--timeout", default="2s", show_default=True,
               help="per-request timeout (Go duration, e.g. 2s)")
 @click.option("--total-timeout", default="5s", show_default=True,
               help="connect timeout bound for the command (Go duration)")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, no_sync: bool, output: str, endpoints: str,
-        endpoint: str, peers: str, timeout: str, total_timeout: str) -> None:
+        endpoint: str, peers: str, username: str, timeout: str, total_timeout: str) -> None:
     """etcdctl (v2) for corral and etcd: get, set, watch … keys over the v2 API."""
     eps = (endpoints or os.environ.get("ETCDCTL_ENDPOINTS", "") or endpoint
            or os.environ.get("ETCDCTL_ENDPOINT", "") or peers
            or os.environ.get("ETCDCTL_PEERS", "") or DEFAULT_ENDPOINTS)
+    user = username or os.environ.get("ETCDCTL_USERNAME", "")
+    auth: tuple[str, str] | None = None
+    if user:
+        name, colon, password = user.partition(":")
+        if not colon:
+            password = click.prompt("Password", hide_input=True, err=True)
+        auth = (name, password)
     ctx.obj = Settings(eps, no_sync, output, debug, parse_duration(timeout),
-                       parse_duration(total_timeout))
+                       parse_duration(total_timeout), auth)
 
 
 _ARGS = click.argument("args", nargs=-1)
@@ -710,16 +720,10 @@ def cluster_health(forever: bool, interval: float) -> None:
 
 def _health_of(c: SyncClient, url: str) -> bool | None:
     """True/False from the member's /health; None if it could not be asked."""
-    from corral.client.endpoints import normalize_endpoint
-    from corral.client.protocol import parse_health, req_health
-
     try:
-        probe = SyncClient([normalize_endpoint(url)], c.timeouts)
-        _, answer = probe._send(req_health())
-        probe.close()
-    except ClientError:
+        return c.probe_health(url)
+    except UsageError:
         return None
-    return parse_health(answer.status, answer.body)
 
 
 @cli.command()

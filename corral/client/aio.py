@@ -56,12 +56,14 @@ class AsyncClient:
     """An asyncio client for the etcd v2 API (use `async with`, or call `aclose()`)."""
 
     def __init__(self, endpoints: str | list[str] = "http://127.0.0.1:2379",
-                 timeouts: Timeouts | None = None) -> None:
+                 timeouts: Timeouts | None = None,
+                 auth: tuple[str, str] | None = None) -> None:
         if isinstance(endpoints, str):
             endpoints = endpoints.split(",")
         self.pool = EndpointPool(endpoints)
         self.timeouts = timeouts or Timeouts()
         self._session: aiohttp.ClientSession | None = None
+        self._auth = p.basic_auth(*auth) if auth else {}
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -83,7 +85,7 @@ class AsyncClient:
                         read_secs: float | None) -> _Answer:
         t = aiohttp.ClientTimeout(total=None, sock_connect=self.timeouts.connect,
                                   sock_read=read_secs)
-        headers = request.headers()
+        headers = {**request.headers(), **self._auth}
         try:
             async with self._sess().request(
                 request.method, endpoint + request.target, data=request.body,
@@ -203,6 +205,11 @@ class AsyncClient:
             except EtcdError as exc:
                 cursor.on_error(exc)
                 continue
+            except ClusterUnavailable as exc:
+                # With a watch timeout, a quiet key times out everywhere: watch again.
+                if exc.errors and all(isinstance(e, TimeoutError) for _, e in exc.errors):
+                    continue
+                raise
             cursor.on_event(result)
             yield result
 

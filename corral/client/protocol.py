@@ -28,6 +28,7 @@ Wire rules followed (etcd v2 API reference: §2 conventions, §4 parameters, §5
 
 from __future__ import annotations
 
+import base64
 import enum
 import json
 from collections.abc import Iterable, Mapping
@@ -52,6 +53,7 @@ __all__ = [
     "Node",
     "Request",
     "WatchCursor",
+    "basic_auth",
     "keys_path",
     "may_retry",
     "parse_health",
@@ -308,6 +310,12 @@ def req_delete(key: str, *, recursive: bool = False, dir: bool = False,
     if _index("prev_index", prev_index):
         query.append(("prevIndex", str(prev_index)))
     return Request("DELETE", keys_path(key), tuple(query), idempotent=False)
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    """The `Authorization` header of v2 auth (HTTP basic)."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
 
 
 def req_members() -> Request:

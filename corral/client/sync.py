@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from corral.client import protocol as p
-from corral.client.endpoints import EndpointPool
+from corral.client.endpoints import EndpointPool, normalize_endpoint
 from corral.client.errors import (
     ClientError,
     ClusterUnavailable,
@@ -78,15 +78,18 @@ class SyncClient:
         endpoints: client URLs (`http://host:port`), tried in order.
         timeouts: connect, per-request and watch timeouts.
         sync: if true, replace `endpoints` at once by the members' advertised client URLs.
+        auth: (user, password) for etcd's v2 auth, sent as HTTP basic credentials.
     """
 
     def __init__(self, endpoints: str | list[str] = "http://127.0.0.1:2379",
-                 timeouts: Timeouts | None = None, sync: bool = False) -> None:
+                 timeouts: Timeouts | None = None, sync: bool = False,
+                 auth: tuple[str, str] | None = None) -> None:
         if isinstance(endpoints, str):
             endpoints = endpoints.split(",")
         self.pool = EndpointPool(endpoints)
         self.timeouts = timeouts or Timeouts()
         self._conns: dict[str, http.client.HTTPConnection] = {}
+        self._auth = p.basic_auth(*auth) if auth else {}
         # Called with (endpoint, request) before each request is sent, e.g. for --debug.
         self.on_request: Callable[[str, Request], None] | None = None
         if sync:
@@ -134,7 +137,7 @@ class SyncClient:
             self.on_request(endpoint, request)
         try:
             conn.request(request.method, request.target, body=request.body,
-                         headers=request.headers())
+                         headers={**request.headers(), **self._auth})
             resp = conn.getresponse()
             body = resp.read()
         except (OSError, http.client.HTTPException) as exc:
@@ -277,6 +280,11 @@ class SyncClient:
             except EtcdError as exc:
                 cursor.on_error(exc)
                 continue
+            except ClusterUnavailable as exc:
+                # With a watch timeout, a quiet key times out everywhere: watch again.
+                if exc.errors and all(isinstance(e, TimeoutError) for _, e in exc.errors):
+                    continue
+                raise
             cursor.on_event(result)
             yield result
 
@@ -311,11 +319,15 @@ class SyncClient:
 
     def health(self, endpoint: str | None = None) -> bool:
         """Is `endpoint` (default: the pinned one) healthy according to its `/health`?"""
-        target = endpoint or self.pool.pinned
+        return bool(self.probe_health(endpoint))
+
+    def probe_health(self, endpoint: str | None = None) -> bool | None:
+        """Like `health`, but None when the endpoint could not be asked at all."""
+        target = normalize_endpoint(endpoint) if endpoint else self.pool.pinned
         try:
             a = self._exchange(target, p.req_health(), self.timeouts.request)
         except _TransportFailure:
-            return False
+            return None
         return p.parse_health(a.status, a.body)
 
     def sync_endpoints(self) -> list[str]:

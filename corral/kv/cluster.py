@@ -69,6 +69,7 @@ from corral.raft import (
     Entry,
     EntryType,
     MemoryStorage,
+    MessageType,
     ProposalDroppedError,
     RaftError,
     RawNode,
@@ -93,7 +94,9 @@ __all__ = [
 PAYLOAD_VERSION = 1
 _KIND_REQUEST = 0
 _KIND_ATTRIBUTES = 1
-CATCHUP_ENTRIES = 5000  # entries kept after a snapshot for slow followers (etcd's value)
+_KIND_PEER_URLS = 2
+CATCHUP_ENTRIES = 5000
+_BEFORE_PERSIST = frozenset({MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP})  # entries kept after a snapshot for slow followers (etcd's value)
 
 
 class ClusterError(KVError):
@@ -556,6 +559,31 @@ class RaftMember:
         )
         return self.members[mid]
 
+    async def update_member(self, mid: int, peer_urls: list[str]) -> None:
+        """Change a member's peer URLs (etcd's `PUT /v2/members/<id>`)."""
+        if mid not in self.members:
+            raise KeyError(mid)
+        for other in self.members.values():
+            if other.id != mid and set(other.peer_urls) & set(peer_urls):
+                raise MemberConflict("etcdserver: peerURL exists")
+        rid = self._next_request()
+        fut: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+        self._waiters[rid] = fut
+        self._outbox.append(
+            msgpack.packb([PAYLOAD_VERSION, _KIND_PEER_URLS, self.id, rid, mid, sorted(peer_urls)])
+        )
+        self._wake.set()
+        try:
+            await asyncio.wait_for(fut, self.config.request_timeout)
+        except TimeoutError:
+            raise error_for(300, "etcdserver: request timed out") from None
+        finally:
+            self._waiters.pop(rid, None)
+
+    def _next_request(self) -> int:
+        self._req += 1
+        return self._req
+
     async def remove_member(self, mid: int) -> None:
         if mid in self.removed:
             raise MemberRemoved("etcdserver: member permanently removed")
@@ -607,9 +635,15 @@ class RaftMember:
                     node.read_index(ctx)
             while node.has_ready():
                 rd = node.ready()
+                # Heartbeats promise nothing about what this Ready persists, so they go out
+                # before the fsync: a slow disk must not cost the cluster its leader.
+                early = [m for m in rd.messages if m.type in _BEFORE_PERSIST]
+                if early and self.transport is not None:
+                    self.transport.send(early)
                 await self._persist(rd)
-                if self.transport is not None and rd.messages:
-                    self.transport.send(rd.messages)
+                late = [m for m in rd.messages if m.type not in _BEFORE_PERSIST]
+                if self.transport is not None and late:
+                    self.transport.send(late)
                 self._apply_ready(rd)
                 node.advance()
                 await self._maybe_snapshot()
@@ -729,6 +763,19 @@ class RaftMember:
                 f"{PAYLOAD_VERSION}: upgrade this member"
             )
             return []
+        if kind == _KIND_PEER_URLS:
+            _, _, origin, rid, mid, urls = payload
+            info = self.members.get(mid)
+            events: list[Event] = []
+            if info is not None:
+                info.peer_urls = list(urls)
+                raft_attrs = json.dumps({"peerURLs": list(urls)}, separators=(",", ":"))
+                events = self._internal(f"/0/members/{mid:x}/raftAttributes", raft_attrs, e)
+                self._set_peers()
+            waiter = self._waiters.get(rid) if origin == self.id else None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(events)
+            return events
         if kind == _KIND_ATTRIBUTES:
             _, _, mid, name, client_urls = payload
             info = self.members.get(mid)

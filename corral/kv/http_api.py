@@ -559,6 +559,10 @@ class ClientAPI:
                 urls = await self._peer_urls(request)
                 info = await add(urls)
                 return self._resp(201, go_json(info.to_json()), _JSON, **cid)
+            update = getattr(self.member, "update_member", None)
+            if method == "PUT" and update is not None:
+                await update(int(rest, 16), await self._peer_urls(request))
+                return self._resp(204, b"", _JSON, **cid)
             if method == "DELETE" and remove is not None:
                 await remove(int(rest, 16))
                 return self._resp(204, b"", _JSON, **cid)

@@ -53,6 +53,7 @@ __all__ = [
     "dump",
     "eventually",
     "http_json",
+    "request_for",
     "run",
 ]
 
@@ -80,7 +81,7 @@ class WorkloadConfig:
     duration: float = 10.0
     op_timeout: float = 3.0
     seed: int = 0
-    prefix: str = "/workload"
+    prefix: str = "/register"
     mix: tuple[int, int, int, int, int] = (3, 3, 1, 1, 4)
 
     def __post_init__(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,10 +18,12 @@ import pytest
 
 from corral.client import (
     AsyncClient,
+    ClientError,
     KeyNotFound,
     OutcomeUnknown,
     RaftInternalError,
     SyncClient,
+    Timeouts,
 )
 from corral.testing.ports import free_port
 
@@ -160,3 +163,37 @@ def test_async_client_rules(servers: list[Scripted]) -> None:
 
     asyncio.run(scenario())
     assert [m for m, _ in a.seen] == ["POST", "GET"] and [m for m, _ in b.seen] == ["GET"]
+
+
+def test_watch_timeout_on_a_quiet_key_rewatches() -> None:
+    # A listener that accepts and never answers: every watch times out, and the iterator
+    # keeps watching instead of failing (a bounded number of attempts is observed).
+    listener = socket.create_server(("127.0.0.1", free_port()))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while len(accepted) < 3:
+            conn, _ = listener.accept()
+            accepted.append(conn)
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    c = SyncClient(url, Timeouts(connect=1, request=1, watch=0.2))
+    events = c.watch("/quiet")
+    finished: list[object] = []
+    def consume() -> None:
+        try:
+            finished.append(next(events))
+        except ClientError as exc:  # once the listener is gone
+            finished.append(exc)
+
+    runner = threading.Thread(target=consume, daemon=True)
+    runner.start()
+    t.join(timeout=30)
+    assert len(accepted) == 3 and not finished  # re-watched twice, still waiting
+    listener.close()
+    for conn in accepted:
+        conn.close()
+    runner.join(timeout=30)
+    assert len(finished) == 1 and isinstance(finished[0], ClientError)
