@@ -6,7 +6,8 @@ tabwriter tables, ``-`` placeholders, machine legends, message texts), with thes
 differences: unknown commands/flags exit 2 (fleetctl exits 0), and three verbs beyond fleet:
 ``why UNIT``, ``move UNIT MACHINE``, and ``start`` explaining why a unit could not be placed
 when it gives up after ``--block-attempts``. ``status`` prints the unit state its machine
-published (there is no SSH here); ``journal`` and ``ssh`` are not provided.
+and ``journal`` read the unit's machine through its fleetd's HTTP extension (there is no SSH
+here; :mod:`corral.fleet.api`), falling back to the published state; ``ssh`` is not provided.
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
+from urllib.parse import quote
 
+import aiohttp
 import click
 
 import corral
+from corral.client import ClientError, Timeouts
+from corral.client.aio import AsyncClient
 from corral.fleet.ctl import (
     MACHINE_FIELDS,
     UNIT_FIELDS,
@@ -35,7 +40,6 @@ from corral.fleet.ctl import (
     units_table,
 )
 from corral.fleet.errors import FleetError, MoveRefused
-from corral.fleet.kv import HttpKV
 from corral.fleet.registry import DEFAULT_PREFIX, JobState, RegistryUnit
 from corral.fleet.scheduler import ActionKind, SchedUnit, plan_move, why
 from corral.fleet.store import Registry, Snapshot
@@ -59,16 +63,19 @@ class Ctx:
 
     def run(self, fn: Callable[[Registry], Awaitable[T]]) -> T:
         async def go() -> T:
-            kv = HttpKV(self.endpoints, self.timeout)
+            reg = Registry(self.client(), self.prefix)
             try:
-                return await fn(Registry(kv, self.prefix))
+                return await fn(reg)
             finally:
-                await kv.close()
+                await reg.kv.close()
 
         try:
             return asyncio.run(go())
-        except FleetError as exc:
+        except (FleetError, ClientError) as exc:
             _fail(f"Error: {exc}")
+
+    def client(self) -> AsyncClient:
+        return AsyncClient(self.endpoints, Timeouts(connect=self.timeout, request=self.timeout))
 
 
 def _fail(msg: str, code: int = 1) -> NoReturn:
@@ -162,7 +169,7 @@ def list_machines(c: Ctx, full: bool, no_legend: bool, fields: str) -> None:
 
     try:
         out = asyncio.run(_with(c, go))
-    except FleetError as exc:
+    except (FleetError, ClientError) as exc:
         _fail(
             f"Error retrieving list of active machines from fleet API ({exc})\n"
             "Make sure the KV store is reachable (--endpoint) and that fleet's key prefix\n"
@@ -173,11 +180,11 @@ def list_machines(c: Ctx, full: bool, no_legend: bool, fields: str) -> None:
 
 
 async def _with(c: Ctx, fn: Callable[[Registry], Awaitable[T]]) -> T:
-    kv = HttpKV(c.endpoints, c.timeout)
+    reg = Registry(c.client(), c.prefix)
     try:
-        return await fn(Registry(kv, c.prefix))
+        return await fn(reg)
     finally:
-        await kv.close()
+        await reg.kv.close()
 
 
 @cli.command("list-units")
@@ -195,7 +202,7 @@ def list_units(c: Ctx, full: bool, no_legend: bool, fields: str) -> None:
 
     try:
         out = asyncio.run(_with(c, go))
-    except FleetError as exc:
+    except (FleetError, ClientError) as exc:
         _fail(f"Error retrieving list of units from repository: {exc}")
     click.echo(out, nl=False)
 
@@ -216,7 +223,7 @@ def list_unit_files(c: Ctx, full: bool, no_legend: bool, fields: str) -> None:
 
     try:
         out = asyncio.run(_with(c, go))
-    except FleetError as exc:
+    except (FleetError, ClientError) as exc:
         _fail(f"Error retrieving list of units from repository: {exc}")
     click.echo(out, nl=False)
 
@@ -234,12 +241,17 @@ def _path(arg: str, name: str) -> Path:
     return p if p.name == name else p.parent / name
 
 
-async def _local_or_template(reg: Registry, arg: str, name: str) -> UnitFile:
+async def _local_or_template(
+    reg: Registry, arg: str, name: str, local_first: bool = False
+) -> UnitFile:
     path = _path(arg, name)
     if path.is_file():
         return UnitFile.parse(path.read_bytes())
     info = UnitNameInfo.of(name)
     if info is not None and info.is_instance:
+        tpath = path.with_name(info.template)
+        if local_first and tpath.is_file():  # a rolling replace takes the new local template
+            return UnitFile.parse(tpath.read_bytes())
         tmpl = await reg.unit(info.template)
         if tmpl is not None:
             return tmpl.unit
@@ -254,7 +266,11 @@ async def _local_or_template(reg: Registry, arg: str, name: str) -> UnitFile:
 
 
 async def _create(
-    reg: Registry, args: Sequence[str], replace: bool, allowed: set[JobState]
+    reg: Registry,
+    args: Sequence[str],
+    replace: bool,
+    allowed: set[JobState],
+    local_first: bool = False,
 ) -> list[str]:
     """Submits what is missing; returns the names in argument order. Prints fleet's lines."""
     names: list[str] = []
@@ -262,10 +278,10 @@ async def _create(
         name = mangle_name(arg)
         validate_name(name)
         existing = await reg.unit(name)
-        if existing is not None and not _path(arg, name).is_file():
+        if existing is not None and not _path(arg, name).is_file() and not local_first:
             names.append(name)
             continue
-        local = await _local_or_template(reg, arg, name)
+        local = await _local_or_template(reg, arg, name, local_first)
         for key in unrecognized_keys(local):
             _err(f'Unit {name}: unrecognized requirement in [X-Fleet] section: "{key}"')
         validate_options(local)
@@ -434,11 +450,73 @@ def load(c: Ctx, block_attempts: int, no_block: bool, replace: bool, units: Sequ
 @cli.command()
 @_block_opts
 @click.option("--replace", is_flag=True)
+@click.option(
+    "--rolling",
+    is_flag=True,
+    help="with --replace: one unit at a time, each active before the next; stop at a failure",
+)
 @click.argument("units", nargs=-1)
 @pass_ctx
-def start(c: Ctx, block_attempts: int, no_block: bool, replace: bool, units: Sequence[str]) -> None:
+def start(
+    c: Ctx, block_attempts: int, no_block: bool, replace: bool, rolling: bool, units: Sequence[str]
+) -> None:
     """Schedule units and start them; explains why when a unit cannot be placed."""
+    if rolling:
+        if not replace or no_block:
+            _fail("--rolling needs --replace and cannot be combined with --no-block", 2)
+        _rolling(c, units, block_attempts)
     _activate(c, units, JobState.LAUNCHED, block_attempts, no_block, replace)
+
+
+def _rolling(c: Ctx, args: Sequence[str], attempts: int) -> NoReturn:
+    """Rolling ``--replace``: each unit (re)started with its new text and active before the
+    next is touched; the first that fails or times out ends the roll (the rest keep running
+    their old text)."""
+
+    async def one(reg: Registry, arg: str) -> str | None:
+        try:
+            (name,) = await _create(reg, [arg], True, set(JobState), local_first=True)
+        except FleetError as exc:
+            return f"Error creating units: {exc}"
+        u = await reg.unit(name)
+        info = UnitNameInfo.of(name)
+        if u is None or (info is not None and info.is_template):
+            return f"Error starting units: unable to roll unit {name}"
+        await reg.set_target_state(name, JobState.LAUNCHED)
+        want = u.unit.hash_hex
+        deadline = None if attempts <= 0 else time.monotonic() + attempts * c.window
+        while True:
+            snap = await reg.snapshot()
+            cur = next((x for x in snap.units if x.name == name), None)
+            if cur is None:
+                return f"Error rolling units: unit {name} was destroyed"
+            st = snap.states.get((name, cur.target))
+            if st is not None and st.unit_hash == want:
+                legend = machine_legend(cur.target, {m.id: m for m in snap.machines}, False)
+                if st.active_state == "active":
+                    click.echo(f"Unit {name} launched on {legend}")
+                    return None
+                if st.active_state == "failed":
+                    return f"Error rolling units: unit {name} failed on {legend} ({st.sub_state})"
+            if deadline is not None and time.monotonic() >= deadline:
+                why_not = " ".join(_explain(snap, name))
+                return f"Error rolling units: timed out waiting for unit {name} to be active" + (
+                    f" ({why_not})" if why_not else ""
+                )
+            await asyncio.sleep(c.poll)
+
+    async def go(reg: Registry) -> int:
+        for i, arg in enumerate(args):
+            err = await one(reg, arg)
+            if err is not None:
+                _err(err)
+                rest = [mangle_name(a) for a in args[i + 1 :]]
+                if rest:
+                    _err(f"Rolling replace stopped; not touched: {' '.join(rest)}")
+                return 1
+        return 0
+
+    sys.exit(c.run(go))
 
 
 # --- stop / unload / destroy -----------------------------------------------------------------------
@@ -564,13 +642,45 @@ def cat(c: Ctx, units: Sequence[str]) -> None:
     click.echo(u.unit.text, nl=False)
 
 
+async def _remote(url: str, path: str, request_timeout: float) -> dict[str, Any]:
+    """GET one of fleetd's extension resources; a clear FleetError when it cannot."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=request_timeout)) as sess,
+            sess.get(url.rstrip("/") + path) as resp,
+        ):
+            body = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise FleetError(f"cannot reach fleetd at {url}: {exc or type(exc).__name__}") from None
+    if not isinstance(body, dict):
+        raise FleetError(f"fleetd at {url} sent a malformed answer")
+    if "error" in body:
+        err = body["error"]
+        raise FleetError(str(err.get("message", err)) if isinstance(err, dict) else str(err))
+    return body
+
+
+def _since(ts: Any) -> str:
+    if not isinstance(ts, int | float):
+        return ""
+    return " since " + time.strftime("%a %Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
 @cli.command()
 @click.argument("units", nargs=-1, required=True)
 @pass_ctx
 def status(c: Ctx, units: Sequence[str]) -> None:
-    """Show the state a unit's machine published (fleetctl runs systemctl over SSH)."""
-    snap = c.run(lambda reg: reg.snapshot())
+    """systemctl-style status from the unit's machine (through its fleetd's HTTP API).
+
+    Machines that serve no API (or run no processes) show the state they published.
+    """
+
+    async def go(reg: Registry) -> tuple[Snapshot, dict[str, str]]:
+        return await reg.snapshot(), await reg.api_endpoints()
+
+    snap, apis = c.run(go)
     by_id = {m.id: m for m in snap.machines}
+    code = 0
     for i, arg in enumerate(units):
         name = mangle_name(arg)
         u = next((x for x in snap.units if x.name == name), None)
@@ -583,11 +693,73 @@ def status(c: Ctx, units: Sequence[str]) -> None:
             click.echo("")
         for mid, s in sorted(states.items()):
             desc = u.unit.description
+            legend = machine_legend(mid, by_id, True)
+            remote: dict[str, Any] | None = None
+            if mid in apis:
+                path = f"/x-corral/v1/units/{quote(name)}/status?lines=10"
+                try:
+                    remote = asyncio.run(_remote(apis[mid], path, c.timeout))
+                except FleetError as exc:
+                    _err(f"{exc}; showing the state {mid} published")
             click.echo(f"● {name}" + (f" - {desc}" if desc else ""))
-            click.echo(f"   Loaded: {s.load_state}")
-            click.echo(f"   Active: {s.active_state} ({s.sub_state})")
-            click.echo(f"  Machine: {machine_legend(mid, by_id, True)}")
-            click.echo(f"     Hash: {s.unit_hash}")
+            if remote is None:
+                click.echo(f"   Loaded: {s.load_state}")
+                click.echo(f"   Active: {s.active_state} ({s.sub_state})")
+                click.echo(f"  Machine: {legend}")
+                click.echo(f"     Hash: {s.unit_hash}")
+                if s.active_state != "active":
+                    code = 3
+                continue
+            frag = remote.get("fragment_path") or ""
+            click.echo(
+                f"   Loaded: {remote.get('load_state')}"
+                + (f" ({frag}; {remote.get('file_state', '')})" if frag else "")
+            )
+            click.echo(
+                f"   Active: {remote.get('active_state')} ({remote.get('sub_state')})"
+                + _since(remote.get("since"))
+            )
+            if remote.get("main_pid"):
+                comm = remote.get("main_comm") or ""
+                click.echo(f" Main PID: {remote['main_pid']}" + (f" ({comm})" if comm else ""))
+            click.echo(f"  Machine: {legend}")
+            lines = remote.get("journal") or []
+            if lines:
+                click.echo("")
+                for line in lines:
+                    click.echo(str(line))
+            if remote.get("active_state") != "active":
+                code = 3
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("--lines", "-n", type=click.IntRange(min=0), default=10, show_default=True)
+@click.argument("unit_name")
+@pass_ctx
+def journal(c: Ctx, lines: int, unit_name: str) -> None:
+    """Print the last journal lines of UNIT from the machine it runs on."""
+    name = mangle_name(unit_name)
+
+    async def go(reg: Registry) -> list[str]:
+        snap = await reg.snapshot()
+        u = next((x for x in snap.units if x.name == name), None)
+        if u is None:
+            _fail(f"Unit {name} does not exist.")
+        if _is_global(u):
+            _fail(f"Unable to retrieve journal of global unit {name}.")
+        mid = u.target
+        if not mid or (name, mid) not in snap.states:
+            _fail(f"Unit {name} does not appear to be running.")
+        apis = await reg.api_endpoints()
+        if mid not in apis:
+            _fail(f"Machine {mid} serves no fleet API (start its fleetd with --api-listen).")
+        path = f"/x-corral/v1/units/{quote(name)}/journal?lines={lines}"
+        body = await _remote(apis[mid], path, c.timeout)
+        return [str(x) for x in body.get("lines") or []]
+
+    for line in c.run(go):
+        click.echo(line)
 
 
 @cli.command("why")

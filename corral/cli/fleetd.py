@@ -4,10 +4,14 @@ Options are fleet's (``fleetd --help``), from flags, ``FLEET_*`` environment var
 INI-style config file (``--config``; default ``<root>/etc/fleet/fleet.conf`` if present),
 in that order of precedence. The machine ID is ``--machine-id`` or ``<root>/etc/machine-id``.
 
-Units run through a unit runner. This build ships the in-memory runner only
-(``--runner memory``: no processes, states as if every start succeeded), which is what the
-scheduling tests and benchmarks use; the systemd-style units runner plugs in through
-:class:`corral.fleet.runner.UnitRunner`.
+Units run through a unit runner (``--runner``): ``units`` drives the machine's units daemon
+(``corral units --root DIR daemon``, found by its socket under ``--root``), so scheduled units
+run as processes; ``memory`` is the in-process stand-in (no processes, every start succeeds)
+that scheduling tests use. ``auto`` (the default) picks ``units`` when the socket exists.
+
+``--api-listen HOST:PORT`` serves fleet's HTTP API v1 (read subset) and the status/journal
+extension (:mod:`corral.fleet.api`); the URL is published in the registry for ``corral fleet
+status/journal``. Port 0 picks a free port.
 
 SIGTERM/SIGINT: graceful shutdown (units stopped and unloaded, machine key deleted), exit 0.
 """
@@ -23,11 +27,15 @@ import sys
 from pathlib import Path
 
 import click
+from aiohttp import web
 
 import corral
+from corral.fleet.api import make_app
 from corral.fleet.config import ConfigError, load_config
 from corral.fleet.machine import FleetMachine
-from corral.fleet.runner import MemoryRunner
+from corral.fleet.runner import MemoryRunner, UnitRunner
+from corral.fleet.units_runner import DaemonRunner
+from corral.units.api import socket_path
 
 __all__ = ["cli"]
 
@@ -56,7 +64,10 @@ _FLAGS = (
     help="the machine's root folder",
 )
 @click.option("--machine-id", default=None, help="default: <root>/etc/machine-id")
-@click.option("--runner", type=click.Choice(["memory"]), default="memory", show_default=True)
+@click.option(
+    "--runner", type=click.Choice(["auto", "units", "memory"]), default="auto", show_default=True
+)
+@click.option("--api-listen", default="", help="HOST:PORT to serve fleet's HTTP API on")
 @click.option("--etcd-servers", default=None, help="comma-separated KV endpoints")
 @click.option("--etcd-key-prefix", default=None)
 @click.option("--etcd-request-timeout", default=None)
@@ -75,6 +86,7 @@ def cli(
     root: Path,
     machine_id: str | None,
     runner: str,
+    api_listen: str,
     show_version: bool,
     args: tuple[str, ...],
     **flags: str | None,
@@ -105,15 +117,45 @@ def cli(
         level=logging.DEBUG if cfg.verbosity > 0 else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
     )
-    asyncio.run(_serve(FleetMachine(machine_id, cfg, MemoryRunner(), version=corral.__version__)))
+    if runner == "auto":
+        runner = "units" if socket_path(root).exists() else "memory"
+    if runner == "units" and not socket_path(root).exists():
+        click.echo(
+            f"no units daemon for {root} (start `corral units --root {root} daemon` first)",
+            err=True,
+        )
+        sys.exit(1)
+    listen: tuple[str, int] | None = None
+    if api_listen:
+        host, _, port = api_listen.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            click.echo(f"--api-listen: expected HOST:PORT, got {api_listen!r}", err=True)
+            sys.exit(1)
+        listen = (host, int(port))
+    the_runner: UnitRunner = DaemonRunner(root) if runner == "units" else MemoryRunner()
+    machine = FleetMachine(machine_id, cfg, the_runner, version=corral.__version__)
+    asyncio.run(_serve(machine, listen))
 
 
-async def _serve(machine: FleetMachine) -> None:
+async def _serve(machine: FleetMachine, listen: tuple[str, int] | None) -> None:
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, done.set)
+    web_runner: web.AppRunner | None = None
+    if listen is not None:
+        web_runner = web.AppRunner(make_app(machine.registry, machine.runner, machine.id))
+        await web_runner.setup()
+        site = web.TCPSite(web_runner, listen[0], listen[1])
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        port = sockets[0].getsockname()[1] if sockets else listen[1]
+        machine.api_url = f"http://{listen[0]}:{port}"
+        logging.getLogger("corral.fleet").info("fleet API on %s", machine.api_url)
     machine.start()
     await done.wait()
     await machine.stop()
+    if web_runner is not None:
+        await web_runner.cleanup()

@@ -38,6 +38,8 @@ def cli(seeds: str, verbose: bool, mutations: tuple[str, ...], keep_going: bool)
                 f"seed {r.seed}: {status} steps={r.steps} virtual={r.virtual_ms}ms "
                 f"ops={r.ops_checked} {dict(sorted(r.stats.items()))}"
             )
+        elif last - first >= 2000 and r.seed % 1000 == 0:
+            click.echo(f"... seed {r.seed}", err=True)  # a heartbeat for long soaks
         for v in r.violations:
             click.echo(f"seed {r.seed}: {v}", err=True)
 

@@ -15,7 +15,7 @@ import aiohttp
 import click
 
 from corral.update.agent import short_socket_path
-from corral.update.server import render_rollout
+from corral.update.server import CORRAL_APP_ID, render_rollout
 
 
 async def _call(root: Path, method: str, path: str) -> dict[str, Any]:
@@ -76,11 +76,18 @@ def _rollout(server: str, app_id: str, group: str) -> dict[str, Any]:
 @click.option("--rollout", "with_rollout", is_flag=True,
               help="Also show the machine's group rollout, as the update server sees it.")
 @click.option("--server", default=None,
-              help="Update server URL for --rollout (default: the agent's).")
-def status(root: Path, as_json: bool, with_rollout: bool, server: str | None) -> None:
+              help="Update server URL for --rollout (default: the agent's). With it, the "
+                   "rollout is shown even where no agent runs.")
+@click.option("--group", default=None, help="Group for --rollout (default: the agent's).")
+def status(root: Path, as_json: bool, with_rollout: bool, server: str | None,
+           group: str | None) -> None:
     """Print LAST_CHECKED_TIME, PROGRESS, CURRENT_OP, NEW_VERSION, NEW_SIZE."""
+    if with_rollout and server and not (root / "run/update-agent.sock").exists():
+        alone = _rollout(server, CORRAL_APP_ID, group or "stable")
+        click.echo(json.dumps(alone, indent=2) if as_json else render_rollout(alone))
+        return
     doc = _request(root, "GET", "/status")
-    rollout = (_rollout(server or doc["server"], doc["app_id"], doc["group"])
+    rollout = (_rollout(server or doc["server"], doc["app_id"], group or doc["group"])
                if with_rollout else None)
     if as_json:
         if rollout is not None:

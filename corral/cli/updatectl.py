@@ -225,6 +225,7 @@ group_option = click.option("--group", "group_id", default="stable", show_defaul
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def rollout_status(api: _Api, app: str, group_id: str, as_json: bool) -> None:
+    """Versions per machine, updates in progress, halts and why."""
     doc = api.call("GET", f"{_app_path(app)}/groups/{urllib.parse.quote(group_id)}/rollout")
     click.echo(json.dumps(doc, indent=1) if as_json else render_rollout(doc))
 
@@ -235,6 +236,7 @@ def rollout_status(api: _Api, app: str, group_id: str, as_json: bool) -> None:
 @click.option("--version", default=None, help="Default: the version the group's channel is at.")
 @click.pass_obj
 def rollout_resume(api: _Api, app: str, group_id: str, version: str | None) -> None:
+    """Lift a halted version: the group's machines may be offered it again."""
     body = {} if version is None else {"version": version}
     out = api.call("POST", f"{_app_path(app)}/groups/{urllib.parse.quote(group_id)}"
                    "/rollout/resume", body)

@@ -4,6 +4,12 @@ Pure cores (no I/O, no clock): :mod:`~corral.fleet.unitfile` (fleet's unit model
 :mod:`~corral.fleet.xfleet` (``[X-Fleet]`` rules), :mod:`~corral.fleet.registry` (key layout
 and value codecs), :mod:`~corral.fleet.scheduler` (the engine's decisions, ``why``, ``move``)
 and :mod:`~corral.fleet.agent` (one machine's load/start/stop/unload plan).
+
+Shells (asyncio): :mod:`~corral.fleet.store` (registry operations over
+:class:`corral.client.AsyncClient`), :mod:`~corral.fleet.machine` (heart, engine, agent,
+publisher, watch), :mod:`~corral.fleet.units_runner` (units run by the machine's units daemon;
+:mod:`~corral.fleet.runner` holds the contract and the in-memory stand-in) and
+:mod:`~corral.fleet.api` (fleetd's HTTP API v1 subset and status/journal extension).
 """
 
 from corral.fleet.agent import (

@@ -13,8 +13,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from corral.client import Timeouts
+from corral.client.aio import AsyncClient
 from corral.fleet.config import FleetConfig
-from corral.fleet.kv import HttpKV
 from corral.fleet.machine import FleetMachine
 from corral.fleet.registry import JobState
 from corral.fleet.runner import MemoryRunner
@@ -50,8 +51,7 @@ async def run_bench(
     )
     runners = [MemoryRunner() for _ in range(machines)]
     fleet = [FleetMachine(f"bench{i:04d}", cfg, r) for i, r in enumerate(runners)]
-    client = HttpKV(endpoints, 5.0)
-    reg = Registry(client, prefix)
+    reg = Registry(AsyncClient(list(endpoints), Timeouts(request=5.0)), prefix)
     for m in fleet:
         m.start()
     try:
@@ -65,10 +65,10 @@ async def run_bench(
                 raise TimeoutError(f"{placed} of {units} units placed within {limit}s")
             await asyncio.sleep(0.2)
         took = time.monotonic() - start
-        requests = client.requests + sum(getattr(m.kv, "requests", 0) for m in fleet)
+        requests = reg.kv.requests + sum(m.registry.kv.requests for m in fleet)
     finally:
         for m in fleet:
             await m.stop()
-        await client.delete(prefix.rstrip("/"), recursive=True)
-        await client.close()
+        await reg.kv.delete(prefix.rstrip("/"), recursive=True)
+        await reg.kv.close()
     return BenchResult(machines, units, took, requests)

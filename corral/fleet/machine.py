@@ -29,20 +29,23 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from corral.client import ClientError, Timeouts
+from corral.client.aio import AsyncClient
 from corral.fleet.agent import CurrentUnit, TaskType, desired_state, plan_tasks, purge_tasks
 from corral.fleet.config import FleetConfig
 from corral.fleet.errors import FleetError
-from corral.fleet.kv import EVENT_INDEX_CLEARED, KV, HttpKV, KVError, sleep_or
 from corral.fleet.registry import JobState, MachineState, UnitStateRecord
 from corral.fleet.runner import RunnerError, UnitRunner
 from corral.fleet.scheduler import ActionKind, Plan, SchedUnit, plan
-from corral.fleet.store import Registry
+from corral.fleet.store import Registry, sleep_or
 
 __all__ = ["FleetMachine"]
 
 log = logging.getLogger("corral.fleet")
 
-_ERRORS = (FleetError, RunnerError, OSError)
+_WATCH_POLL = 30.0  # a watch that saw nothing for this long is re-issued (dead connections)
+
+_ERRORS = (FleetError, RunnerError, ClientError, OSError)
 
 
 class FleetMachine:
@@ -51,7 +54,7 @@ class FleetMachine:
         machine_id: str,
         config: FleetConfig,
         runner: UnitRunner,
-        kv: KV | None = None,
+        client: AsyncClient | None = None,
         version: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -60,8 +63,15 @@ class FleetMachine:
             machine_id, config.public_ip, dict(config.metadata), None, version
         )
         self.runner = runner
-        self.kv: KV = kv or HttpKV(config.etcd_servers, config.etcd_request_timeout)
-        self.registry = Registry(self.kv, config.etcd_key_prefix)
+        self.client = client or AsyncClient(
+            list(config.etcd_servers),
+            Timeouts(
+                connect=config.etcd_request_timeout,
+                request=config.etcd_request_timeout,
+                watch=_WATCH_POLL,
+            ),
+        )
+        self.registry = Registry(self.client, config.etcd_key_prefix)
         self.clock = clock
         self.is_leader = False
         self._version_checked = float("-inf")
@@ -73,6 +83,7 @@ class FleetMachine:
         self._wake_engine = asyncio.Event()
         self._wake_agent = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.api_url = ""  # set by fleetd when it serves HTTP; published next to presence
 
     @property
     def id(self) -> str:
@@ -105,7 +116,7 @@ class FleetMachine:
     async def kill(self) -> None:
         """Hard stop: no cleanup at all (units keep running, keys expire by TTL)."""
         await self._cancel()
-        await self.kv.close()
+        await self.client.aclose()
 
     async def stop(self) -> None:
         """Graceful shutdown: purge units, states, lease and presence."""
@@ -121,10 +132,12 @@ class FleetMachine:
             if self.is_leader:
                 await self.registry.release_lease(self.id)
             await self.registry.remove_machine(self.id)
+            if self.api_url:
+                await self.registry.remove_api(self.id)
         except _ERRORS as exc:
             log.warning("machine %s: cleanup incomplete: %s", self.id, exc)
         finally:
-            await self.kv.close()
+            await self.client.aclose()
 
     # --- heart --------------------------------------------------------------------------------
 
@@ -134,6 +147,7 @@ class FleetMachine:
         while not self.registered.is_set():
             try:
                 await self.registry.register_machine(self.state, ttl)
+                await self._publish_api(ttl)
                 self.registered.set()
                 log.info("machine %s registered", self.id)
             except _ERRORS as exc:
@@ -145,8 +159,13 @@ class FleetMachine:
             await asyncio.sleep(ttl / 2)
             try:
                 await self.registry.beat(self.state, ttl)
+                await self._publish_api(ttl)
             except _ERRORS as exc:
                 log.warning("machine %s: heartbeat failed: %s", self.id, exc)
+
+    async def _publish_api(self, ttl: float) -> None:
+        if self.api_url:
+            await self.registry.publish_api(self.id, self.api_url, ttl)
 
     # --- engine -------------------------------------------------------------------------------
 
@@ -219,6 +238,7 @@ class FleetMachine:
             self._wake_agent.clear()
 
     async def agent_round(self) -> None:
+        await self.runner.refresh()  # first call adopts the files a previous fleetd loaded
         units, _ = await self.registry.units()
         ms = await self.registry.machine(self.id)
         if ms is None:
@@ -267,6 +287,7 @@ class FleetMachine:
         now = self.clock()
         period = self.config.heartbeat_interval
         ttl = self.config.agent_ttl
+        await self.runner.refresh()
         files = self.runner.files()
         for name, h in sorted(files.items()):
             st = self.runner.state(name)
@@ -287,27 +308,15 @@ class FleetMachine:
 
     async def _watch(self) -> None:
         await self.registered.wait()
-        index: int | None = None
         while True:
             try:
-                if index is None:
-                    index = await self.kv.index() + 1
-                event = await self.kv.watch(self.registry.keys.jobs, wait_index=index)
-            except KVError as exc:
-                if exc.code == EVENT_INDEX_CLEARED:
-                    index = None
-                    continue
-                log.warning("watch %s: %s", self.id, exc)
-                await asyncio.sleep(1.0)
-                continue
+                # index None: from now on; the client re-reads and goes on after error 401
+                async for event in self.client.watch(self.registry.keys.jobs, recursive=True):
+                    self.registry.kv.requests += 1
+                    key = event.node.key if event.node is not None else ""
+                    if key.rsplit("/", 1)[-1] in ("target", "target-state"):
+                        self._wake_engine.set()
+                        self._wake_agent.set()
             except _ERRORS as exc:
                 log.warning("watch %s: %s", self.id, exc)
                 await asyncio.sleep(1.0)
-                continue
-            if event is None:
-                continue
-            node = event.get("node") or {}
-            index = int(node.get("modifiedIndex", index)) + 1
-            if str(node.get("key", "")).rsplit("/", 1)[-1] in ("target", "target-state"):
-                self._wake_engine.set()
-                self._wake_agent.set()

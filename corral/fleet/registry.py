@@ -191,6 +191,14 @@ class Keys:
     def engine_version(self) -> str:
         return self._p("engine", "version")
 
+    @property
+    def api_endpoints(self) -> str:
+        """corral extension: where each machine's fleetd serves HTTP (fleet ignores it)."""
+        return self._p("x-corral", "api")
+
+    def api_endpoint(self, machine_id: str) -> str:
+        return self._p("x-corral", "api", machine_id)
+
 
 # --- values ------------------------------------------------------------------------------
 

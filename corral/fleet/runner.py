@@ -41,6 +41,10 @@ class UnitRunner(Protocol):
 
     async def stop(self, name: str) -> None: ...
 
+    async def refresh(self) -> None:
+        """Re-read the machine's view of the units (called before each publishing round)."""
+        ...
+
     def files(self) -> dict[str, str]:
         """Unit files this runner holds for fleet: name → hash of the written text."""
         ...
@@ -79,6 +83,9 @@ class MemoryRunner:
     async def stop(self, name: str) -> None:
         self.log.append(f"stop {name}")
         self.active.discard(name)
+
+    async def refresh(self) -> None:
+        return None
 
     def files(self) -> dict[str, str]:
         return {n: u.hash_hex for n, u in self.written.items()}

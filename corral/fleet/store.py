@@ -1,16 +1,24 @@
-"""fleet's registry operations over a :class:`~corral.fleet.kv.KV` (asyncio shell).
+"""fleet's registry operations over corral's v2 client (asyncio shell).
 
 Each method is one of coreos/fleet ``registry/*.go``'s operations with the same conditional
 write (fleet reference §1.2): unit blobs and ``target`` are create-only, unscheduling is a
 compare-and-delete on the machine ID, presence keys carry the agent TTL. Values go through the
 pure codecs in :mod:`corral.fleet.registry`.
+
+The store is reached only through :class:`corral.client.AsyncClient` (endpoint failover,
+``OutcomeUnknown`` for writes that may have landed, one error class per etcd code). :class:`KV`
+adapts it to the v2 JSON node shape the codecs decode and counts the requests fleet makes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 from dataclasses import dataclass
+from typing import Any
 
-from corral.fleet.kv import KEY_NOT_FOUND, KV, NODE_EXIST, TEST_FAILED, KVError
+from corral.client import EtcdError, KeyNotFound, Node
+from corral.client.aio import AsyncClient
 from corral.fleet.registry import (
     ENGINE_VERSION,
     JobState,
@@ -33,7 +41,81 @@ from corral.fleet.registry import (
 from corral.fleet.unitfile import UnitFile
 from corral.fleet.xfleet import requirements
 
-__all__ = ["Registry", "Snapshot"]
+__all__ = ["KV", "Registry", "Snapshot", "node_json", "sleep_or"]
+
+KEY_NOT_FOUND = 100
+TEST_FAILED = 101
+NODE_EXIST = 105
+
+KVError = EtcdError  # the store refused a request (``code`` is etcd's errorCode)
+
+
+def node_json(node: Node) -> dict[str, Any]:
+    """A client :class:`~corral.client.Node` in the v2 API's JSON shape."""
+    out: dict[str, Any] = {
+        "key": node.key,
+        "modifiedIndex": node.modified_index,
+        "createdIndex": node.created_index,
+    }
+    if node.dir:
+        out["dir"] = True
+        out["nodes"] = [node_json(n) for n in node.nodes]
+    else:
+        out["value"] = node.value or ""
+    if node.ttl is not None:
+        out["ttl"] = node.ttl
+    return out
+
+
+class KV:
+    """The keys operations fleet uses, on one :class:`AsyncClient`; counts requests."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+        self.requests = 0
+
+    async def get(self, key: str, *, recursive: bool = False) -> dict[str, Any] | None:
+        self.requests += 1
+        try:
+            r = await self.client.get(key, recursive=recursive, sorted=recursive)
+        except KeyNotFound:
+            return None
+        return node_json(r.node) if r.node is not None else None
+
+    async def set(
+        self,
+        key: str,
+        value: str,
+        *,
+        ttl: float | None = None,
+        prev_exist: bool | None = None,
+        prev_value: str | None = None,
+    ) -> None:
+        self.requests += 1
+        # v2 TTLs are whole seconds; round up so a key never expires before its period
+        whole = None if ttl is None else max(1, math.ceil(ttl))
+        await self.client.set(key, value, ttl=whole, prev_exist=prev_exist, prev_value=prev_value)
+
+    async def delete(
+        self, key: str, *, recursive: bool = False, prev_value: str | None = None
+    ) -> None:
+        self.requests += 1
+        if prev_value is not None:
+            await self.client.compare_and_delete(key, prev_value=prev_value)
+        else:
+            await self.client.delete(key, recursive=recursive)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+async def sleep_or(event: asyncio.Event, seconds: float) -> bool:
+    """Waits ``seconds`` or until ``event`` is set; True if the event fired."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout=max(0.0, seconds))
+    except TimeoutError:
+        return False
+    return True
 
 
 def _ignore(exc: KVError, *codes: int) -> None:
@@ -62,8 +144,8 @@ def _is_global(unit: RegistryUnit) -> bool:
 
 
 class Registry:
-    def __init__(self, kv: KV, prefix: str = Keys().prefix) -> None:
-        self.kv = kv
+    def __init__(self, client: AsyncClient | KV, prefix: str = Keys().prefix) -> None:
+        self.kv = client if isinstance(client, KV) else KV(client)
         self.keys = Keys(prefix)
         self._parsed: dict[str, UnitFile] = {}  # blob hash → parsed unit (immutable)
 
@@ -171,6 +253,27 @@ class Registry:
             await self.kv.delete(self.keys.machine_object(machine_id))
         except KVError as exc:
             _ignore(exc, KEY_NOT_FOUND)
+
+    async def publish_api(self, machine_id: str, url: str, ttl: float) -> None:
+        await self.kv.set(self.keys.api_endpoint(machine_id), url, ttl=ttl)
+
+    async def remove_api(self, machine_id: str) -> None:
+        try:
+            await self.kv.delete(self.keys.api_endpoint(machine_id))
+        except KVError as exc:
+            _ignore(exc, KEY_NOT_FOUND)
+
+    async def api_endpoints(self) -> dict[str, str]:
+        """machine ID → URL of its fleetd's HTTP API (live machines only: the keys expire)."""
+        try:
+            node = await self.kv.get(self.keys.api_endpoints, recursive=True)
+        except KVError as exc:
+            _ignore(exc, KEY_NOT_FOUND)
+            return {}
+        out: dict[str, str] = {}
+        for child in (node or {}).get("nodes") or []:
+            out[str(child.get("key", "")).rsplit("/", 1)[-1]] = str(child.get("value", ""))
+        return out
 
     async def set_machine_metadata(self, machine_id: str, key: str, value: str) -> None:
         await self.kv.set(self.keys.machine_metadata(machine_id, key), value)

@@ -10,7 +10,15 @@ run. See docs/node.md.
 
 from corral.node.errors import ConfigRefused, HostRootRefused, NodeError, UnsupportedConfig
 from corral.node.machine import Node, installed_software, slot_software
-from corral.node.plan import NODE_UNITS, NodePlan, Service, Software, UnitCommand, plan_node
+from corral.node.plan import (
+    NODE_UNITS,
+    NodePlan,
+    Service,
+    Software,
+    UnitCommand,
+    plan_node,
+    substitute,
+)
 
 __all__ = [
     "NODE_UNITS",
@@ -26,4 +34,5 @@ __all__ = [
     "installed_software",
     "plan_node",
     "slot_software",
+    "substitute",
 ]

@@ -42,7 +42,7 @@ from corral.cloudinit import (
     validate,
 )
 from corral.node.errors import ConfigRefused, HostRootRefused
-from corral.node.plan import NodePlan, Service, Software, plan_node
+from corral.node.plan import LOOPBACK_METADATA, NodePlan, Service, Software, plan_node, substitute
 from corral.units.errors import UnitError
 
 __all__ = ["Node", "installed_software", "slot_software"]
@@ -97,6 +97,7 @@ class Node:
         restart_sec: float = 1.0,
         slot_poll: float = 1.0,
         default_hostname: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> None:
         resolved = root.resolve()
         if resolved == Path("/") and not allow_host_root:
@@ -111,6 +112,7 @@ class Node:
         self.restart_sec = restart_sec
         self.slot_poll = slot_poll
         self.default_hostname = default_hostname or socket.gethostname()
+        self.metadata = dict(LOOPBACK_METADATA if metadata is None else metadata)
         self.config: CloudConfig | None = None
         self.plan: NodePlan | None = None
         self.software: Software | None = None
@@ -125,7 +127,7 @@ class Node:
             raise ConfigRefused(report.entries)
         for entry in report.entries:
             self.say(str(entry))
-        return parse(self.data)
+        return parse(substitute(self.data, self.metadata))
 
     def _read(self, rel: str) -> str:
         try:
@@ -216,17 +218,30 @@ class Node:
             await self._job(runner, cmd.command, cmd.unit)
 
     async def _job(self, runner: Any, verb: str, unit: str) -> None:
-        fn = {
-            "start": runner.start_unit,
-            "stop": runner.stop_unit,
-            "restart": runner.restart_unit,
-            "reload": runner.reload_unit,
-            "try-restart": runner.restart_unit,
-            "reload-or-restart": runner.restart_unit,
-            "reload-or-try-restart": runner.restart_unit,
-        }[verb]
+        """Run a systemctl verb on `unit` without waiting for it, and say what happened."""
         try:
-            await fn(unit, wait=False)
+            active = verb.endswith("try-restart") and runner.status(unit).active_state in (
+                "active", "activating", "reloading")
+            if verb == "try-restart" and not active:
+                self.say(f"{verb} {unit}: not active, nothing to do")
+                return
+            if verb.startswith("reload-or-"):
+                if verb == "reload-or-try-restart" and not active:
+                    self.say(f"{verb} {unit}: not active, nothing to do")
+                    return
+                try:
+                    await runner.reload_unit(unit, wait=False)
+                except UnitError:  # no ExecReload= (or not running): restart instead
+                    await runner.restart_unit(unit, wait=False)
+            else:
+                fn = {
+                    "start": runner.start_unit,
+                    "stop": runner.stop_unit,
+                    "restart": runner.restart_unit,
+                    "reload": runner.reload_unit,
+                    "try-restart": runner.restart_unit,
+                }[verb]
+                await fn(unit, wait=False)
             self.say(f"{verb} {unit}")
         except UnitError as err:
             self.say(f"{verb} {unit} failed: {err}")

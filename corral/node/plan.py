@@ -51,6 +51,7 @@ __all__ = [
     "Software",
     "UnitCommand",
     "plan_node",
+    "substitute",
 ]
 
 DEFAULT_CLIENT_URL = "http://127.0.0.1:2379"
@@ -103,6 +104,28 @@ class NodePlan:
     hostname: str
     machine_id: str
     client_url: str
+
+
+LOOPBACK_METADATA = {
+    "private_ipv4": "127.0.0.1",
+    "public_ipv4": "127.0.0.1",
+    "private_ipv6": "::1",
+    "public_ipv6": "::1",
+}
+
+
+def substitute(data: bytes, values: dict[str, str]) -> bytes:
+    """Replace `$name` and `${name}` of the metadata `values` in the user data.
+
+    coreos-cloudinit substituted `$private_ipv4`, `$public_ipv4` (and the v6 forms) from the
+    provider's metadata before parsing; a loopback machine's metadata is the loopback
+    addresses (`LOOPBACK_METADATA`). Longer names go first so `$public_ipv46` is not split.
+    """
+    for name in sorted(values, key=len, reverse=True):
+        value = values[name].encode()
+        data = data.replace(b"${" + name.encode() + b"}", value)
+        data = data.replace(b"$" + name.encode(), value)
+    return data
 
 
 def _quote(value: str) -> str:

@@ -320,8 +320,7 @@ class Raft:
         else:
             self.become_candidate()
             vote_msg, term = MT.VOTE, self.term
-        resp = MT.PRE_VOTE_RESP if pre else MT.VOTE_RESP
-        if self._poll(self.id, resp, True) == VoteResult.WON:
+        if self._poll(self.id, True) == VoteResult.WON:
             # Single-voter cluster: won outright.
             if pre:
                 self._campaign(pre=False)
@@ -337,7 +336,7 @@ class Raft:
                 self._msg(vote_msg, node, term=term, index=last, log_term=last_term, context=ctx)
             )
 
-    def _poll(self, node: int, t: MessageType, granted: bool) -> VoteResult:
+    def _poll(self, node: int, granted: bool) -> VoteResult:
         self.trk.record_vote(node, granted)
         return self.trk.tally_votes()[2]
 
@@ -625,7 +624,7 @@ class Raft:
             self.become_follower(m.term, m.from_)
             self._handle_snapshot(m)
         elif t == my_resp:
-            res = self._poll(m.from_, t, not m.reject)
+            res = self._poll(m.from_, not m.reject)
             if res == VoteResult.WON:
                 if self.state == StateType.PRE_CANDIDATE:
                     self._campaign(pre=False)

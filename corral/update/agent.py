@@ -234,6 +234,7 @@ class Agent:
         self._lock = asyncio.Lock()
         self._health = BootHealth(config.health_period, config.boot_deadline, 0.0)
         self._fleet_gate = FleetGate(config.fleet_window, 0.0)
+        self._judge_fleet = False
         self._stopping = asyncio.Event()
         self._good_event = asyncio.Event()
         self._poll_interval: int | None = None
@@ -326,6 +327,9 @@ class Agent:
         self._health = BootHealth(self.config.health_period, self.config.boot_deadline,
                                   time.monotonic())
         self._fleet_gate = FleetGate(self.config.fleet_window, time.monotonic())
+        # Only a slot still on trial is judged by fleet: a proven slot has nothing to fall
+        # back to, and rebooting it because fleet is slow or down would help no one.
+        self._judge_fleet = not table.get(name).successful
         failure = self._json_pref("boot-failure")
         self._set_pref("boot-failure", None)
         # The pending version is cleared when its slot is marked good; booting anything
@@ -472,12 +476,12 @@ class Agent:
 
     async def _fleet_result(self, now: float) -> GateResult | None:
         view = self.config.fleet_view
-        if view is None:
+        if view is None or not self._judge_fleet:
             return None
         try:
             units = list(await view())
-        except UpdateError as exc:
-            log.warning("health: %s", exc)
+        except Exception as exc:  # a seam: whatever the view raises, fleet did not answer
+            log.warning("health: fleet view: %s", exc)
             return self._fleet_gate.observe(now, None)
         return self._fleet_gate.observe(now, units)
 

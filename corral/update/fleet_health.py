@@ -15,7 +15,8 @@ etcd v2 API with fleet's registry layout (reference: fleet registry keys):
   by this machine's fleet agent; missing means "not reported yet".
 
 `P` is `/_coreos.com/fleet/` unless configured. Global units (no `target`) are not judged.
-Without fleet configured the agent has no view and this gate is skipped.
+Without fleet configured the agent has no view and this gate is skipped; it is also
+skipped for a slot already marked successful (it has nothing to fall back to).
 
 `FleetGate` is the pure judge: given `now` and an observation (None when fleet could not be
 asked), it answers OK once every expected unit is `active`, WAIT while the window since boot

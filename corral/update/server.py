@@ -186,6 +186,9 @@ class Store:
             doc = json.loads(row["state"])
             r.failures = {str(k): int(v) for k, v in doc["failures"].items()}
             r.halts = {h["version"]: Halt(**h) for h in doc["halts"]}
+        elif g["halted"] and r.target is not None:
+            # A schema-1 database kept only a flag: keep the rollout halted after the upgrade.
+            r.halts[r.target] = Halt(r.target, "(recorded before the upgrade)", None, 0.0, 1)
         for row in self.db.execute("SELECT state FROM instances WHERE app=? AND grp=?",
                                    (app, group)):
             s = _state_from_json(row["state"])

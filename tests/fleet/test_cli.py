@@ -61,7 +61,7 @@ def test_usage_errors_without_a_cluster(tmp_path: Path) -> None:
 def start_fleetd(url: str, mid: str, log: Path, meta: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
-            sys.executable, "-m", "corral", "fleetd",
+            sys.executable, "-m", "corral", "fleetd", "--runner", "memory",
             "--machine-id", mid, "--etcd-servers", url, "--metadata", meta,
             "--public-ip", f"10.0.0.{mid[-1]}", "--agent-ttl", "5s",
             "--engine-reconcile-interval", "0.5", "--agent-reconcile-interval", "1",

@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from corral.client.aio import AsyncClient
 from corral.fleet.config import FleetConfig
-from corral.fleet.kv import HttpKV
 from corral.fleet.machine import FleetMachine
 from corral.fleet.registry import JobState
 from corral.fleet.runner import MemoryRunner
@@ -74,7 +74,7 @@ def test_submit_start_stop_destroy_global_conflicts_machineof(kv_endpoints: list
         ]
         for m in machines:
             m.start()
-        reg = Registry(HttpKV(kv_endpoints))
+        reg = Registry(AsyncClient(kv_endpoints))
         try:
             await eventually(
                 lambda: all(m.registered.is_set() for m in machines), what="registered"
@@ -136,7 +136,7 @@ def test_submit_start_stop_destroy_global_conflicts_machineof(kv_endpoints: list
         # Graceful stop purged everything.
         assert all(not r.written for r in runners.values())
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), 240))
 
 
 def test_machine_death_reschedules_and_restarted_agent_cleans_up(kv_endpoints: list[str]) -> None:
@@ -145,7 +145,7 @@ def test_machine_death_reschedules_and_restarted_agent_cleans_up(kv_endpoints: l
         machines = {mid: FleetMachine(mid, config(kv_endpoints), r) for mid, r in runners.items()}
         for m in machines.values():
             m.start()
-        reg = Registry(HttpKV(kv_endpoints))
+        reg = Registry(AsyncClient(kv_endpoints))
         try:
             await eventually(
                 lambda: all(m.registered.is_set() for m in machines.values()), what="registered"
@@ -191,4 +191,4 @@ def test_machine_death_reschedules_and_restarted_agent_cleans_up(kv_endpoints: l
                 await m.stop()
             await reg.kv.close()
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), 240))

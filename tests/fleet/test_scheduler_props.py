@@ -122,7 +122,7 @@ def assert_rules_hold(ms: list[MachineState], units: list[SchedUnit]) -> None:
                     assert not u.req.conflicts_with(v.name), (u.name, v.name, mid)
 
 
-@settings(max_examples=150)
+@settings(max_examples=40)
 @given(clusters())
 def test_one_round_never_breaks_a_rule_and_why_agrees(
     cluster: tuple[list[MachineState], list[SchedUnit]],
@@ -144,7 +144,7 @@ def test_one_round_never_breaks_a_rule_and_why_agrees(
             assert fit.ok, (u.name, u.target, fit)
 
 
-@settings(max_examples=100)
+@settings(max_examples=25)
 @given(clusters(), st.randoms(use_true_random=False))
 def test_fixpoint_is_reached_and_unplaced_units_truly_fit_nowhere(
     cluster: tuple[list[MachineState], list[SchedUnit]], rnd: random.Random

@@ -148,7 +148,7 @@ def test_description() -> None:
 
 _key = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij-_", min_size=1, max_size=10)
 _value = st.text(
-    alphabet=st.characters(blacklist_characters="\\\r\n", blacklist_categories=("Cs",)),
+    alphabet=st.characters(blacklist_characters="\\\r\n", blacklist_categories=["Cs"]),
     max_size=30,
 ).map(str.strip)
 _section = st.sampled_from(["Unit", "Service", "X-Fleet", "Install"])

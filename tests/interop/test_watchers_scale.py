@@ -35,7 +35,7 @@ def _raise_nofile(need: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < need:
         if hard != resource.RLIM_INFINITY and hard < need:
-            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}")
+            hard = need  # raising the hard limit needs root (CI runs as root); else it fails here
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 

@@ -204,13 +204,10 @@ def test_one_machine_runs_its_kv_member_and_units_and_writes_only_under_its_root
     assert after[0] == before[0], "files outside the machine root changed"
 
     # The next boot re-applies the config: nothing to change.
-    out = subprocess.run(
-        [sys.executable, "-m", "corral", "node", "--root", str(root), "--cloud-config",
-         str(cfg), "--apply-only"], capture_output=True, text=True, timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    assert _diff(out.stderr) == []
-    assert "file(s) unchanged" in out.stderr
+    code, out = _node("--root", str(root), "--cloud-config", str(cfg), "--apply-only")
+    assert code == 0, out
+    assert _diff(out) == []
+    assert "file(s) unchanged" in out
 
 
 @pytest.fixture
@@ -255,3 +252,58 @@ def test_three_machines_form_a_kv_cluster_from_their_configs(
     for m in machines:
         assert m.stop() == 0
     assert _host_state() == before
+
+
+def test_warnings_are_said_and_the_config_still_applies(tmp_path: Path) -> None:
+    cfg = _write(tmp_path / "cc.yml", "#cloud-config\nhostname: a\nfoo: bar\n")
+    root = tmp_path / "m"
+    code, out = _node("--root", str(root), "--cloud-config", str(cfg), "--apply-only")
+    assert code == 0, out
+    assert 'line 3: warning: unrecognized key "foo"' in out
+    assert (root / "etc/hostname").read_text() == "a\n"
+
+
+def test_private_ipv4_is_the_loopback_address(tmp_path: Path) -> None:
+    cfg = _write(tmp_path / "cc.yml", "#cloud-config\ncoreos:\n  etcd2:\n"
+                 "    advertise_client_urls: http://$private_ipv4:2379\n")
+    root = tmp_path / "m"
+    code, out = _node("--root", str(root), "--cloud-config", str(cfg), "--apply-only")
+    assert code == 0, out
+    unit = (root / "run/corral/units/etcd2.service").read_text()
+    assert 'Environment="ETCD_ADVERTISE_CLIENT_URLS=http://127.0.0.1:2379"' in unit
+
+
+def test_unit_commands_run_as_systemctl_would(
+    tmp_path: Path, machines: list[Machine]
+) -> None:
+    cfg = _write(tmp_path / "m.yml", """#cloud-config
+coreos:
+  units:
+    - name: a.service
+      command: start
+      content: "[Service]\\nExecStart=/bin/sleep 600\\n"
+    - name: b.service
+      command: try-restart
+      content: "[Service]\\nExecStart=/bin/sleep 600\\n"
+    - name: c.service
+      enable: true
+      command: reload-or-restart
+      content: "[Service]\\nExecStart=/bin/sleep 600\\n[Install]\\nWantedBy=multi-user.target\\n"
+""")
+    root = tmp_path / "m"
+    m = Machine(root, cfg, 0)
+    machines.append(m)
+    m.start()
+    eventually(m.up, 60, "the machine to come up")
+    units = UnitsClient(root, timeout=10)
+    out = m.output()
+    assert "start a.service" in out
+    assert "try-restart b.service: not active, nothing to do" in out
+    assert "reload-or-restart c.service" in out
+    for name, state in (("a.service", "active"), ("b.service", "inactive"),
+                        ("c.service", "active")):
+        eventually(lambda name=name, state=state:
+                   units.call("status", unit=name)["active_state"] == state, 30,
+                   f"{name} {state}")
+    assert units.call("status", unit="c.service")["file_state"] == "enabled"
+    assert m.stop() == 0

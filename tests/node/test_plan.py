@@ -6,6 +6,7 @@ import pytest
 
 from corral.cloudinit import parse
 from corral.node import NodePlan, Service, Software, UnsupportedConfig, plan_node
+from corral.node.plan import substitute
 
 SOFTWARE = Software(python="/opt/py/bin/python3", pythonpath="/m/slots/b", slot="b")
 
@@ -127,3 +128,10 @@ def test_values_are_quoted_for_the_unit_file() -> None:
 
 def test_the_plan_is_deterministic() -> None:
     assert _plan(ETCD, slots_provisioned=True) == _plan(ETCD, slots_provisioned=True)
+
+
+def test_metadata_is_substituted_as_coreos_cloudinit_did() -> None:
+    data = b"a: http://$private_ipv4:2379 ${public_ipv4} $public_ipv6 $other"
+    out = substitute(data, {"private_ipv4": "10.0.0.1", "public_ipv4": "1.2.3.4",
+                            "public_ipv6": "::1"})
+    assert out == b"a: http://10.0.0.1:2379 1.2.3.4 ::1 $other"

@@ -36,6 +36,21 @@ def _pythonpath(pid: int) -> str:
     return ""
 
 
+def _processes_of(root: Path) -> list[int]:
+    """Pids of processes whose environment names this machine root."""
+    marker = f"CORRAL_MACHINE_ROOT={root}".encode()
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker in proc.joinpath("environ").read_bytes().split(b"\0"):
+                out.append(int(proc.name))
+        except OSError:
+            continue
+    return out
+
+
 def test_services_run_the_active_slot_and_move_with_a_reboot(
     tmp_path: Path, machines: list[Machine]
 ) -> None:
@@ -86,5 +101,9 @@ def test_services_run_the_active_slot_and_move_with_a_reboot(
     # locksmith runs beside the agent, from the new slot too, and stays up.
     st = units.call("status", unit="locksmithd.service")
     assert st["active_state"] == "active"
+    assert st["restart_count"] == 0, st["journal"]
     assert _pythonpath(st["main_pid"]) == str(root / "slots/b")
+    assert _processes_of(root)  # the services carry the marker
     assert m.stop() == 0
+    # Everything the machine started is gone: services, agent, the agent's own services.
+    eventually(lambda: _processes_of(root) == [], 10, "no process of the machine left")

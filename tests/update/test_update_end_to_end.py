@@ -3,7 +3,8 @@
 1.0.0 → 1.1.0: the machine updates, "reboots" (its service restarts from slot b and really
 runs 1.1.0's code), is marked good and reports 3/2 with previousversion 1.0.0. Then 1.2.0,
 whose service exits at start: the boot is given up, the machine falls back to 1.1.0 by
-itself and reports 3/0 code 44; the server records the failure and offers nothing more.
+itself and reports 3/0 with corral code 3001 (a service exited); the server records the
+failure, halts 1.2.0's rollout and offers nothing more.
 """
 
 from __future__ import annotations
@@ -190,20 +191,22 @@ def test_update_reboot_good_then_fallback(tmp_path: Path, release_key: tuple[byt
     slot_a = next(s for s in st["slots"] if s["name"] == "a")
     assert (slot_a["version"], slot_a["successful"], slot_a["tries"]) == ("1.2.0", False, 0)
     assert service()["version"] == "1.1.0"  # type: ignore[index]
-    eventually(lambda: any(e[:3] == (3, 0, 44) for e in lifecycle()), 30, "3/0 code 44")
+    eventually(lambda: any(e[:3] == (3, 0, 3001) for e in lifecycle()), 30, "3/0 code 3001")
     assert lifecycle()[5:] == [
         (13, 1, None, None, "1.1.0"),
         (14, 1, None, None, "1.1.0"),
         (3, 1, None, None, "1.1.0"),
-        (3, 0, 44, None, "1.1.0"),
+        (3, 0, 3001, None, "1.1.0"),
     ]
     instance = _json(base + "/api/instances")[0]
     assert instance["status_name"] == "ERROR" and instance["failed_versions"] == ["1.2.0"]
+    rollout = _json(base + "/v1/rollout/stable")
+    assert rollout["halted"] and rollout["halts"][0]["code_name"] == "CORRAL_SERVICE_EXITED"
 
     # Further checks install nothing.
     seen = len(events())
     eventually(lambda: len(events()) >= seen + 3, 30, "three more checks")
-    assert lifecycle()[-1][:3] == (3, 0, 44)
+    assert lifecycle()[-1][:3] == (3, 0, 3001)
     r = ctl.invoke(update_cli, ["check", "--root", str(root), "--wait", "20"])
     assert r.exit_code == 0 and "No update available." in r.output, r.output
     final = agent_status()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from corral.cli.main import cli
 from corral.client import SyncClient
@@ -33,7 +36,7 @@ from corral.update.fleet_health import (
 from corral.update.omaha import ErrorCode, Event
 from corral.update.payload import load_public_keys
 from corral.update.policy import GroupPolicy, InstanceStatus, Rollout
-from corral.update.server import CORRAL_APP_ID, Store, UpdateServer, bootstrap, make_app
+from corral.update.server import Store, UpdateServer, bootstrap, make_app
 
 from .test_update_agent import APP, SLEEPER, Keys, with_machine
 
@@ -273,17 +276,21 @@ def test_halts_survive_a_server_restart(tmp_path: Path, signed_110: bytes) -> No
 
 
 class BreakingRelease:
-    """The fleet seam: `web.service` is active under 1.0.0 and never under 1.1.0."""
+    """The fleet seam: under 1.1.0 `web.service` never becomes active (or fleet is gone)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fleet_down: bool) -> None:
         self.agent: Agent | None = None
-        self.calls = 0
+        self.fleet_down = fleet_down
+        self.asked_under: set[str] = set()
 
     async def __call__(self) -> Sequence[UnitObservation]:
         assert self.agent is not None
-        self.calls += 1
-        active = self.agent.version != "1.1.0"
-        return [UnitObservation("web.service", "active" if active else "failed")]
+        self.asked_under.add(self.agent.version)
+        if self.agent.version != "1.1.0":
+            return [UnitObservation("web.service", "active")]
+        if self.fleet_down:
+            raise ConnectionRefusedError("fleet registry is down")
+        return [UnitObservation("web.service", "failed")]
 
 
 async def _until_settled(agent: Agent, good: bool, boots: int) -> None:
@@ -295,9 +302,13 @@ async def _until_settled(agent: Agent, good: bool, boots: int) -> None:
     raise AssertionError(f"agent never reached good={good} boots={boots}")
 
 
+@pytest.mark.parametrize("fleet_down", [False, True], ids=["unit-failed", "fleet-down"])
 def test_a_release_that_breaks_a_fleet_unit_halts_the_rollout(
-        tmp_path: Path, release_key: Keys, signed_110: bytes, signed_100: bytes) -> None:
-    view = BreakingRelease()
+        tmp_path: Path, release_key: Keys, signed_110: bytes, signed_100: bytes,
+        fleet_down: bool) -> None:
+    view = BreakingRelease(fleet_down)
+    code = (ErrorCode.CORRAL_FLEET_UNREACHABLE if fleet_down
+            else ErrorCode.CORRAL_FLEET_UNITS_INACTIVE)
 
     async def body(agent: Agent, store: Store) -> None:
         view.agent = agent
@@ -314,19 +325,23 @@ def test_a_release_that_breaks_a_fleet_unit_halts_the_rollout(
         assert (agent.version, agent.booted_slot) == ("1.0.0", "a")
         assert agent.fell_back_from == ["1.1.0"]
         fallback = agent.status_doc()["last_fallback"]
-        assert fallback["code"] == ErrorCode.CORRAL_FLEET_UNITS_INACTIVE
-        assert "web.service (failed)" in fallback["detail"]
+        assert fallback["code"] == code
+        assert ("unreachable" if fleet_down else "web.service (failed)") in fallback["detail"]
+        # Only the slot on trial was judged by fleet; proven slot a was not.
+        assert view.asked_under == {"1.1.0"}
         # The next check reports it through Omaha: 3/0 with corral's code.
         assert await agent.check_once() == "no update"
         events = store.events()
         assert (events[-1]["type"], events[-1]["result"], events[-1]["error_code"]) == (
-            3, 0, ErrorCode.CORRAL_FLEET_UNITS_INACTIVE)
+            3, 0, code)
         assert events[-1]["version"] == "1.0.0"
         doc = store.rollout_status(APP, "stable", 0)
         assert doc["halted"]
         halt = doc["halts"][0]
         assert (halt["version"], halt["instance"], halt["code"]) == (
-            "1.1.0", agent.machine_id, 3010)
+            "1.1.0", agent.machine_id, code)
+        assert any(a["message"].startswith("rollout halted: 1.1.0: instance")
+                   for a in store.activity())
         # Another machine of the group is not offered the halted version...
         other = await _second_machine(tmp_path, agent, signed_100)
         try:
@@ -398,6 +413,13 @@ def test_cli_rollout_status_and_resume(tmp_path: Path, signed_110: bytes,
         assert json.loads(r.output)["halted"] is False
         r = run(cli, ["updatectl", "--server", url, "rollout", "status", "--group", "nope"])
         assert r.exit_code == 1 and "unknown group" in r.output
+        # On a machine without an agent, given the server.
+        r = run(cli, ["update", "status", "--root", str(tmp_path / "none"), "--rollout",
+                      "--server", url + "/v1/update/"])
+        assert r.exit_code == 0 and "group stable: target 1.1.0" in r.output, r.output
+        r = run(cli, ["update", "status", "--root", str(tmp_path / "none"), "--rollout",
+                      "--server", f"http://127.0.0.1:{free_port()}"])
+        assert r.exit_code == 1 and "cannot reach the update server" in r.output
         # `corral update status --rollout` with a running agent's status document.
         _agent_status_via_cli(tmp_path, url, release_key)
     finally:
@@ -435,5 +457,34 @@ def _agent_status_via_cli(tmp_path: Path, url: str, release_key: Keys) -> None:
     out = asyncio.run(main())
     assert "CURRENT_OP=UPDATE_STATUS_IDLE" in out and "VERSION=1.0.0 SLOT=a" in out
     assert "group stable: target 1.1.0; 0/1 machines updated" in out
-    assert "m1" in out
-    assert CORRAL_APP_ID  # the agent asks for corral's app by default
+    assert "m1       1.0.0    ERROR" in out and "HALTED" not in out  # resumed above
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(2, 30), threshold=st.integers(0, 4), limit=st.integers(1, 5),
+       failing=st.sets(st.integers(0, 29), max_size=10), seed=st.integers(0, 2**16))
+def test_a_halted_version_is_never_granted_again(n: int, threshold: int, limit: int,
+                                                 failing: set[int], seed: int) -> None:
+    """Any fleet, any failures: after the halt, no grant of the version; halted iff the
+    version's failures reached the threshold."""
+    rng = random.Random(seed)
+    r = Rollout(GroupPolicy(halt_after_failures=threshold, max_updates_per_period=limit,
+                            period_seconds=30, update_timeout_seconds=30), "1.1.0")
+    now, halted_at = T0, None
+    for _ in range(10 * n):
+        now += rng.uniform(0, 10)
+        i = rng.randrange(n)
+        if r.instances.get(f"m{i}", None) is not None and \
+                r.instances[f"m{i}"].status == InstanceStatus.COMPLETE:
+            continue
+        granted = _update(r, f"m{i}", now, fail_code=3010 if i in failing else None)
+        if halted_at is not None:
+            assert not granted
+        if r.halted and halted_at is None:
+            halted_at = now
+    failures = r.failures.get("1.1.0", 0)
+    assert failures == sum(1 for s in r.instances.values() if "1.1.0" in s.failed_versions)
+    assert r.halted == (threshold > 0 and failures >= threshold)
+    if r.halted:
+        assert r.halts["1.1.0"].instance in {f"m{i}" for i in failing}
+        assert r.halts["1.1.0"].failures == threshold == failures

@@ -551,14 +551,13 @@ class Simulation:
 
     def _loop(self, deadline: int) -> None:
         q = self._queue
-        steps = 0
         while q:
             at, _seq, kind, payload = heapq.heappop(q)
             if at > deadline:
                 self.inv.fail(at, "liveness: the cluster did not converge after faults stopped")
                 break
             self.now = at
-            steps += 1
+            self.result.steps += 1
             self._trace = hash((self._trace, at, kind))
             if kind == _TICK:
                 for n in list(self.nodes.values()):
@@ -589,7 +588,6 @@ class Simulation:
                     if not self.inflight:
                         break
                 self._push(at + 50, _CHECK)
-        self.result.steps = steps
 
     def _deliver(self, payload: Any) -> None:
         if isinstance(payload, tuple):
