@@ -96,7 +96,9 @@ _KIND_REQUEST = 0
 _KIND_ATTRIBUTES = 1
 _KIND_PEER_URLS = 2
 CATCHUP_ENTRIES = 5000
-_BEFORE_PERSIST = frozenset({MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP})  # entries kept after a snapshot for slow followers (etcd's value)
+_BEFORE_PERSIST = frozenset(
+    {MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP}
+)  # entries kept after a snapshot for slow followers (etcd's value)
 
 
 class ClusterError(KVError):
@@ -159,7 +161,24 @@ class ClusterConfig:
     sync_interval: float = 0.5
     request_timeout: float = 7.0  # etcd: 5 s + 2 × election timeout
     force_new_cluster: bool = False
+    catchup_entries: int = CATCHUP_ENTRIES  # entries kept after a snapshot for slow followers
     wal_dir: Path | None = None
+
+
+class _LiveStorage(MemoryStorage):
+    """Raft storage whose snapshot for a lagging follower is the current applied state.
+
+    A stored snapshot can predate a member added since; a follower that is sent one whose
+    configuration does not include it refuses it. etcd's server sends its current state too.
+    """
+
+    def __init__(self, fresh: Callable[[], Snapshot | None]) -> None:
+        super().__init__()
+        self._fresh = fresh
+
+    def snapshot(self) -> Snapshot:
+        snap = self._fresh()
+        return snap if snap is not None else super().snapshot()
 
 
 class RaftMember:
@@ -190,7 +209,7 @@ class RaftMember:
         self.recv_append = 0
         self.send_append = 0
         self.node: RawNode | None = None
-        self.storage = MemoryStorage()
+        self.storage = _LiveStorage(self._fresh_snapshot)
         self.wal: WAL | None = None
         self.snapshotter: Snapshotter | None = None
         self.transport: PeerTransport | None = None
@@ -376,6 +395,7 @@ class RaftMember:
         """`--initial-cluster-state existing`: learn ids from a running member's peer URL."""
         urls = [u for n, u in self.config.initial_cluster if u not in self.config.peer_urls]
         last_error = "no peer URLs in --initial-cluster other than this member's"
+        known: dict[int, MemberInfo] = {}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as s:
             for url in urls:
                 try:
@@ -393,6 +413,13 @@ class RaftMember:
                     )
                 self.id = int(mine[0]["id"], 16)
                 self.cluster_id = int(cid, 16)
+                # Until the log tells it, the new member knows its peers from this answer.
+                known = {
+                    int(m["id"], 16): MemberInfo(
+                        int(m["id"], 16), m.get("name", ""), list(m["peerURLs"]), []
+                    )
+                    for m in members
+                }
                 break
             else:
                 raise ClusterError(
@@ -400,10 +427,14 @@ class RaftMember:
                 )
         self.wal = WAL.create(
             wal_dir,
-            {"member_id": self.id, "cluster_id": self.cluster_id, "initial": {}},
+            {
+                "member_id": self.id,
+                "cluster_id": self.cluster_id,
+                "initial": {str(k): v.peer_urls for k, v in known.items()},
+            },
             disk=self.disk,
         )
-        self._initial = {}
+        self._initial = known
         self.node = RawNode(
             self._raft_config(0), self.storage, random.Random(self.id ^ self.clock())
         )
@@ -882,16 +913,26 @@ class RaftMember:
         self.cluster_id = self.cluster_id or int(state.get("cluster_id", 0))
         self.conf_state = snap.metadata.conf_state
 
+    def _fresh_snapshot(self) -> Snapshot | None:
+        held = MemoryStorage.snapshot(self.storage).metadata.index
+        if self.node is None or self.applied <= held or self.applied > self.storage.last_index():
+            return None
+        return self.storage.create_snapshot(self.applied, self.conf_state, self._state_bytes())
+
     async def _maybe_snapshot(self) -> None:
         if self.applied - self.snap_index < self.config.snapshot_count:
             return
         assert self.snapshotter is not None and self.wal is not None
         index = self.applied
-        snap = self.storage.create_snapshot(index, self.conf_state, self._state_bytes())
+        held = MemoryStorage.snapshot(self.storage)
+        if held.metadata.index >= index:
+            snap = held  # one was just made for a lagging follower
+        else:
+            snap = self.storage.create_snapshot(index, self.conf_state, self._state_bytes())
         await asyncio.to_thread(self.snapshotter.save, snap)
         await asyncio.to_thread(self.wal.save_snapshot, index, snap.metadata.term)
         self.snap_index = index
-        compact_to = index - CATCHUP_ENTRIES
+        compact_to = index - self.config.catchup_entries
         if compact_to > self.storage.first_index():
             self.storage.compact(compact_to)
         await asyncio.to_thread(self.wal.release_to, index, self.config.max_wals)

@@ -23,19 +23,30 @@ async def eventually(cond: Callable[[], bool], within: float = 15.0) -> None:
 
 
 class Harness:
-    def __init__(self, base: Path, size: int = 3) -> None:
+    def __init__(self, base: Path, size: int = 3, catchup: int = 5000) -> None:
         ports = free_ports(size)
+        self.base, self.catchup = base, catchup
         self.urls = [f"http://127.0.0.1:{p}" for p in ports]
         initial = tuple((f"m{i}", u) for i, u in enumerate(self.urls))
-        self.configs = [
-            ClusterConfig(
-                name=f"m{i}", data_dir=base / f"m{i}", client_urls=(), peer_urls=(u,),
-                initial_cluster=initial, heartbeat_ms=20, election_ms=200, snapshot_count=50,
-            )
-            for i, u in enumerate(self.urls)
-        ]
+        self.configs = [self.config(i, u, initial) for i, u in enumerate(self.urls)]
         self.members: list[RaftMember | None] = [None] * size
         self.runners: list[web.AppRunner | None] = [None] * size
+
+    def config(
+        self, i: int, url: str, initial: tuple[tuple[str, str], ...], state: str = "new"
+    ) -> ClusterConfig:
+        return ClusterConfig(
+            name=f"m{i}",
+            data_dir=self.base / f"m{i}",
+            client_urls=(),
+            peer_urls=(url,),
+            initial_cluster=initial,
+            initial_cluster_state=state,
+            heartbeat_ms=20,
+            election_ms=200,
+            snapshot_count=50,
+            catchup_entries=self.catchup,
+        )
 
     async def start(self, i: int) -> RaftMember:
         m = RaftMember(self.configs[i])
@@ -74,7 +85,9 @@ def test_three_members_replicate_and_survive_a_restart(tmp_path: Path) -> None:
         await eventually(lambda: all(m.keyspace.index == 7 for m in h.live()))
         follower = next(m for m in h.live() if not m.is_leader)
         for n in range(120):  # crosses snapshot_count twice
-            ev = await follower.propose(Set(f"/k{n % 10}", str(n), False, None, False, follower.now()))
+            ev = await follower.propose(
+                Set(f"/k{n % 10}", str(n), False, None, False, follower.now())
+            )
             assert ev[0].node.value == str(n)
         await follower.read_barrier()
         assert follower.keyspace.get("/k9").node.value == "119"
@@ -94,6 +107,36 @@ def test_three_members_replicate_and_survive_a_restart(tmp_path: Path) -> None:
         assert back.keyspace.get("/after").node.value == "x"
         assert back.keyspace.get("/k9").node.value == "119"
         for i in range(3):
+            await h.stop(i)
+
+    asyncio.run(go())
+
+
+def test_member_added_after_compaction_catches_up_from_a_snapshot(tmp_path: Path) -> None:
+    async def go() -> None:
+        h = Harness(tmp_path, catchup=5)
+        for i in range(3):
+            await h.start(i)
+        await eventually(lambda: h.leader() is not None)
+        leader = h.leader()
+        assert leader is not None
+        for n in range(150):
+            await leader.propose(Set(f"/k{n}", str(n), False, None, False, leader.now()))
+        assert leader.storage.first_index() > 10  # the log was compacted
+        # Add a fourth member, then start it with --initial-cluster-state existing.
+        url = f"http://127.0.0.1:{free_ports(1)[0]}"
+        info = await leader.add_member([url])
+        initial = (*((f"m{i}", u) for i, u in enumerate(h.urls)), ("m3", url))
+        h.urls.append(url)
+        h.configs.append(h.config(3, url, initial, state="existing"))
+        h.members.append(None)
+        h.runners.append(None)
+        new = await h.start(3)
+        assert new.id == info.id
+        await eventually(lambda: new.keyspace.index == leader.keyspace.index, within=30)
+        assert new.keyspace.get("/k149").node.value == "149"
+        assert len(new.member_list()) == 4
+        for i in range(4):
             await h.stop(i)
 
     asyncio.run(go())
