@@ -287,6 +287,9 @@ def plan_node(
         for needed in (Service.KV, Service.FLEET):
             if needed in services:
                 argv += ["--health-unit", needed.value]
+        if Service.FLEET in services:
+            # Health-gated rollouts: the fleet units scheduled here must come back too.
+            argv += ["--fleet-endpoint", client_url]
         services.append(Service.UPDATE)
         units[Service.UPDATE] = _unit_text(
             "corral update agent (update_engine)", argv, {"CORRAL_MACHINE_ROOT": root},
