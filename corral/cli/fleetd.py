@@ -149,9 +149,8 @@ async def _serve(machine: FleetMachine, listen: tuple[str, int] | None) -> None:
         await web_runner.setup()
         site = web.TCPSite(web_runner, listen[0], listen[1])
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        port = sockets[0].getsockname()[1] if sockets else listen[1]
+        bound = web_runner.addresses  # the real port when 0 was asked for
+        port = int(bound[0][1]) if bound else listen[1]
         machine.api_url = f"http://{listen[0]}:{port}"
         logging.getLogger("corral.fleet").info("fleet API on %s", machine.api_url)
     machine.start()

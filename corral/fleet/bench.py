@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from corral.client import Timeouts
+from corral.client import ClientError, Timeouts
 from corral.client.aio import AsyncClient
 from corral.fleet.config import FleetConfig
 from corral.fleet.machine import FleetMachine
@@ -43,15 +43,15 @@ async def run_bench(
     cfg = FleetConfig(
         etcd_servers=tuple(endpoints),
         etcd_key_prefix=prefix,
-        engine_reconcile_interval=1.0,
+        engine_reconcile_interval=2.0,  # fleet's default (lease TTL 10 s)
         agent_ttl=30.0,
         agent_reconcile_interval=5.0,
         unit_state_interval=2.0,
-        etcd_request_timeout=5.0,
+        etcd_request_timeout=10.0,
     )
     runners = [MemoryRunner() for _ in range(machines)]
     fleet = [FleetMachine(f"bench{i:04d}", cfg, r) for i, r in enumerate(runners)]
-    reg = Registry(AsyncClient(list(endpoints), Timeouts(request=5.0)), prefix)
+    reg = Registry(AsyncClient(list(endpoints), Timeouts(request=10.0)), prefix)
     for m in fleet:
         m.start()
     try:
@@ -59,7 +59,16 @@ async def run_bench(
         uf = UnitFile.parse("[Service]\nExecStart=/bin/sleep infinity\n")
         start = time.monotonic()
         for i in range(units):
-            await reg.create_unit(f"bench{i:05d}.service", uf, JobState.LAUNCHED)
+            if time.monotonic() - start > limit:
+                raise TimeoutError(f"only {i} of {units} units submitted within {limit:g}s")
+            for attempt in range(5):  # an overloaded store times out; creating is idempotent
+                try:
+                    await reg.create_unit(f"bench{i:05d}.service", uf, JobState.LAUNCHED)
+                    break
+                except ClientError:
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(1.0)
         while (placed := sum(len(r.active) for r in runners)) < units:
             if time.monotonic() - start > limit:
                 raise TimeoutError(f"{placed} of {units} units placed within {limit}s")
@@ -68,7 +77,7 @@ async def run_bench(
         requests = reg.kv.requests + sum(m.registry.kv.requests for m in fleet)
     finally:
         for m in fleet:
-            await m.stop()
+            await m.kill()  # the whole prefix is deleted below; no per-unit cleanup needed
         await reg.kv.delete(prefix.rstrip("/"), recursive=True)
         await reg.kv.close()
     return BenchResult(machines, units, took, requests)
