@@ -11,10 +11,11 @@ calls go to ``corral units --root DIR daemon`` through :class:`corral.units.api.
 * :meth:`refresh` re-reads the states (``list``) into a cache, because ``state``/``files`` are
   synchronous in the runner contract; the publisher calls it before each publishing round.
 
-Ownership: fleet's units are the daemon's *runtime* unit files (``run/corral/units``). On the
-first refresh after fleetd starts, those files are adopted, so a restarted agent finds units
-it loaded before and stops the ones now scheduled elsewhere (fleet does the same with the
-files under ``/run/fleet/units``). Persistent units of the machine are never touched.
+Ownership: fleet records each unit it loads in ``run/corral/fleet/units/`` under the machine
+root (fleet's ``/run/fleet/units``). On the first refresh after fleetd starts, the runtime units
+recorded there are adopted, so a restarted agent finds units it loaded before and stops the
+ones now scheduled elsewhere. Every other unit of the machine (its KV member, its own fleetd,
+persistent units) is never touched.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class DaemonRunner:
 
     def __init__(self, root: Path | str, client: AsyncUnitsClient | None = None) -> None:
         self.client = client or AsyncUnitsClient(root)
+        self.ledger = Path(root) / "run/corral/fleet/units"
         self._files: dict[str, str] = {}
         self._states: dict[str, SystemdState] = {}
         self._adopted = False
@@ -51,8 +53,9 @@ class DaemonRunner:
     async def adopt(self) -> None:
         """Take over the runtime unit files already on the machine (after a restart)."""
         found = await self._call("files")
+        mine = {p.name for p in self.ledger.iterdir()} if self.ledger.is_dir() else set()
         for name, info in dict(found).items():
-            if info.get("source") != "runtime" or "@." in name:
+            if name not in mine or info.get("source") != "runtime" or "@." in name:
                 continue
             try:
                 self._files[name] = UnitFile.parse(str(info.get("text", ""))).hash_hex
@@ -63,6 +66,8 @@ class DaemonRunner:
     async def write(self, name: str, unit: UnitFile) -> None:
         if not self._adopted:
             await self.adopt()
+        self.ledger.mkdir(parents=True, exist_ok=True)
+        (self.ledger / name).touch()
         result = await self._call("load", unit=name, text=unit.text, runtime=True)
         self._files[name] = unit.hash_hex
         if isinstance(result, dict):
@@ -75,6 +80,7 @@ class DaemonRunner:
             pass  # already gone: removing is idempotent
         except UnitError as exc:
             raise RunnerError(f"unload: {exc}") from None
+        (self.ledger / name).unlink(missing_ok=True)
         self._files.pop(name, None)
         self._states.pop(name, None)
 
