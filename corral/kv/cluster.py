@@ -336,19 +336,8 @@ class RaftMember:
                 f"(no member there has peer URLs {', '.join(self.config.peer_urls)})"
             )
         self.cluster_id = cluster_id_for(list(initial))
-        self.wal = WAL.create(
-            wal_dir,
-            {
-                "member_id": self.id,
-                "cluster_id": self.cluster_id,
-                "initial": {str(k): v.peer_urls for k, v in initial.items()},
-            },
-            disk=self.disk,
-        )
-        self._initial = initial
-        self.node = RawNode(
-            self._raft_config(0), self.storage, random.Random(self.id ^ self.clock())
-        )
+        self._create(wal_dir, initial)
+        assert self.node is not None
         self.node.bootstrap(sorted(initial))
 
     def _raft_config(self, applied: int) -> Config:
@@ -425,16 +414,20 @@ class RaftMember:
                 raise ClusterError(
                     f"cannot fetch cluster info from the initial cluster: {last_error}"
                 )
+        self._create(wal_dir, known)
+
+    def _create(self, wal_dir: Path, peers: dict[int, MemberInfo]) -> None:
+        """A new WAL (remembering the peers known at creation) and a fresh Raft node."""
         self.wal = WAL.create(
             wal_dir,
             {
                 "member_id": self.id,
                 "cluster_id": self.cluster_id,
-                "initial": {str(k): v.peer_urls for k, v in known.items()},
+                "initial": {str(k): v.peer_urls for k, v in peers.items()},
             },
             disk=self.disk,
         )
-        self._initial = known
+        self._initial = peers
         self.node = RawNode(
             self._raft_config(0), self.storage, random.Random(self.id ^ self.clock())
         )
