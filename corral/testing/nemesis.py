@@ -34,8 +34,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corral.testing.ports import free_ports
-from corral.testing.servers import ServerProcess, corral_etcd_command, real_etcd_command
+from corral.testing.servers import (
+    ServerProcess,
+    corral_etcd_command,
+    real_etcd_command,
+    start_cluster,
+)
 
 __all__ = [
     "ALL_KINDS",
@@ -76,34 +80,11 @@ def start_members(
     env: Mapping[int, Mapping[str, str]] | None = None,
     ready_timeout: float = 30.0,
 ) -> Iterator[list[ServerProcess]]:
-    """Like `servers.start_cluster`, with a per-member environment (`env[i]`)."""
-    ports = free_ports(2 * size)
-    names = [f"m{i}" for i in range(size)]
-    initial = ",".join(f"{n}=http://127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(names))
-    members = [
-        ServerProcess(
-            command=command,
-            name=n,
-            data_dir=base_dir / f"{n}.etcd",
-            client_port=ports[2 * i],
-            peer_port=ports[2 * i + 1],
-            initial_cluster=initial,
-            extra_args=extra_args,
-            env=dict((env or {}).get(i, {})),
-        )
-        for i, n in enumerate(names)
-    ]
-    base_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        for m in members:
-            m.start()
-        for m in members:
-            m.wait_ready(ready_timeout)
+    """`servers.start_cluster` with the nemesis's fast timers and members named m0, m1, …"""
+    with start_cluster(
+        command, base_dir, size, extra_args, prefix="m", env=env, ready_timeout=ready_timeout
+    ) as members:
         yield members
-    finally:
-        for m in members:
-            m.signal(signal.SIGCONT)  # a paused member would not stop
-            m.stop()
 
 
 class NemesisError(Exception):

@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,7 +95,9 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.log_tail()}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}: {self.log_tail()}"
+                )
             try:
                 with urllib.request.urlopen(self.client_url + "/version", timeout=1) as resp:
                     json.loads(resp.read())
@@ -137,8 +139,13 @@ def start_cluster(
     size: int = 1,
     extra_args: Sequence[str] = (),
     prefix: str = "m",
+    env: Mapping[int, Mapping[str, str]] | None = None,
+    ready_timeout: float = 30.0,
 ) -> Iterator[list[ServerProcess]]:
-    """Start `size` members of a fresh cluster under `base_dir`; stop them on exit."""
+    """Start `size` members of a fresh cluster under `base_dir`; stop them on exit.
+
+    `env[i]` adds environment variables for member i (failpoints, fault injection, disks).
+    """
     ports = free_ports(2 * size)
     names = [f"{prefix}{i}" for i in range(size)]
     initial = ",".join(f"{n}=http://127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(names))
@@ -151,6 +158,7 @@ def start_cluster(
             peer_port=ports[2 * i + 1],
             initial_cluster=initial,
             extra_args=extra_args,
+            env=dict((env or {}).get(i, {})),
         )
         for i, n in enumerate(names)
     ]
@@ -159,8 +167,9 @@ def start_cluster(
         for m in members:
             m.start()
         for m in members:
-            m.wait_ready()
+            m.wait_ready(ready_timeout)
         yield members
     finally:
         for m in members:
+            m.signal(signal.SIGCONT)  # a paused member would not stop
             m.stop()
