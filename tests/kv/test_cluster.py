@@ -53,7 +53,7 @@ class Harness:
         await m.start()
         app = web.Application()
         app.add_routes(m.peer_routes())
-        runner = web.AppRunner(app)
+        runner = web.AppRunner(app, shutdown_timeout=1.0)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", int(self.urls[i].rsplit(":", 1)[1])).start()
         self.members[i], self.runners[i] = m, runner
