@@ -67,7 +67,7 @@ GREETER = """\
 Description=greeter
 [Container]
 Image=busybox
-Exec=sh -c 'echo hello $$WHO; trap "echo bye; exit 0" TERM; while :; do sleep 0.1; done'
+Exec=sh -c 'trap "echo bye; exit 0" TERM; echo hello $$WHO; while :; do sleep 0.1; done'
 Environment=WHO=quadlet
 [Install]
 WantedBy=multi-user.target

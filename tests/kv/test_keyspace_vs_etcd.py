@@ -172,6 +172,11 @@ def test_keyspace_answers_like_real_etcd(real_etcd: ServerProcess) -> None:
     ks = Keyspace()
     for i in range(3):
         ks.apply(InternalWrite(f"/0/internal/{i}", "x", time.time_ns()))
+    # etcd publishes its member attributes and cluster version just after it
+    # starts serving: wait for those three internal writes to settle.
+    deadline = time.monotonic() + 30
+    while etcd.call("GET", "/", {})[1] < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert etcd.call("GET", "/", {})[1] == 3
     rng = random.Random(2026)
     kinds: set[str] = set()

@@ -249,13 +249,17 @@ def test_exec_prefixes_on_real_processes(tmp_path: Path, scope: tuple[str, str])
 
 
 def test_main_process_ignoring_sigterm_is_killed(tmp_path: Path, scope: tuple[str, str]) -> None:
+    armed = tmp_path / "armed"
+
     async def body(r: UnitRunner) -> None:
         r.load_unit(
             "stubborn.service",
             "[Service]\nTimeoutStopSec=400ms\n"
-            "ExecStart=/bin/sh -c 'trap \"\" TERM; sleep 60 & wait; sleep 60'\n",
+            f"ExecStart=/bin/sh -c 'trap \"\" TERM; touch {armed}; sleep 60 & wait; sleep 60'\n",
         )
         await r.start_unit("stubborn.service")
+        # The shell must have ignored SIGTERM before the stop, or it simply dies.
+        await eventually(armed.exists)
         pid = r.status("stubborn.service").main_pid
         assert pid
         t0 = time.monotonic()
