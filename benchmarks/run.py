@@ -19,6 +19,8 @@ from pathlib import Path
 from benchmarks.loadgen import LoadResult, Workload, run_load
 from corral.testing.servers import corral_etcd_command, real_etcd_command, start_cluster
 
+KEEP_MARKER = "<!-- benchmarks.run keeps everything below this line -->"
+
 WORKLOADS = [
     Workload("put", 1),
     Workload("put", 16),
@@ -52,20 +54,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--procs", type=int, default=2, help="load generator processes")
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated workload labels to run, e.g. 'put/1,qget/64' (default: all)",
+    )
     args = ap.parse_args(argv)
+    wanted = {x.strip() for x in args.only.split(",") if x.strip()}
+    unknown = wanted - {f"{w.op}/{w.clients}" for w in WORKLOADS}
+    if unknown:
+        ap.error(
+            f"unknown workload(s) {', '.join(sorted(unknown))}; known: "
+            + ", ".join(f"{w.op}/{w.clients}" for w in WORKLOADS)
+        )
 
     rows: list[str] = []
     notes: list[str] = []
     for base in WORKLOADS:
+        if wanted and f"{base.op}/{base.clients}" not in wanted:
+            continue
         w = Workload(base.op, base.clients, duration=args.duration)
         res: dict[str, list[LoadResult]] = {"etcd": [], "corral": []}
         for _ in range(args.rounds):
             for kind in ("etcd", "corral"):
                 try:
-                    res[kind].append(measure(kind, args.members, w, args.procs))
+                    r = measure(kind, args.members, w, args.procs)
                 except Exception as exc:  # a server that cannot run this workload is reported
                     notes.append(f"{w.label}: {kind} failed: {exc!s:.300}")
                     break
+                if r.ops == 0:  # a round without one answer says nothing about speed
+                    notes.append(f"{w.label}: {kind} answered nothing ({r.errors} errors)")
+                    continue
+                res[kind].append(r)
         if not res["etcd"] or not res["corral"]:
             rows.append(f"| {w.label} | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
             continue
@@ -97,6 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if notes:
         text += ["Notes:", "", *(f"- {n}" for n in notes), ""]
+    load = os.getloadavg()
+    text += [
+        f"Load average at the end of the run (1/5/15 min): {load[0]:.1f} / {load[1]:.1f} / "
+        f"{load[2]:.1f} on {os.cpu_count()} cores.",
+        "",
+    ]
+    # The history of the performance work below the marker is written by hand: keep it.
+    kept = args.out.read_text() if args.out.exists() else ""
+    if KEEP_MARKER in kept:
+        text += [KEEP_MARKER + kept.split(KEEP_MARKER, 1)[1].rstrip("\n"), ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(text))
     print(f"wrote {args.out}")

@@ -14,8 +14,8 @@ follows etcdctl 3.4 (`ETCDCTL_API=2`) byte for byte for the same server answers:
 Known quirks kept on purpose: `mkdir`/`setdir`/`updatedir` print nothing in the simple
 format; `exec-watch` without `--` takes the *last* argument as the key (etcdctl 3.4 drops
 the `--` separator before looking for it, so there `exec-watch CMD… KEY` is the form that
-works; `corral kv` also accepts `exec-watch KEY -- CMD…`). `backup` needs a member's
-WAL on disk and is not provided (it prints why and exits 1).
+works; `corral kv` also accepts `exec-watch KEY -- CMD…`). `backup` copies a stopped
+corral member's data dir (`corral.kv.backup`); it cannot read an etcd member's files.
 """
 
 from __future__ import annotations
@@ -732,10 +732,38 @@ def _health_of(c: SyncClient, url: str) -> bool | None:
 @click.option("--backup-dir", default="", help="Path to the backup dir")
 @click.option("--backup-wal-dir", default="", help="Path to the backup wal dir")
 @click.option("--with-v3", is_flag=True, help="Backup v3 backend data")
-def backup(data_dir: str, wal_dir: str, backup_dir: str, backup_wal_dir: str,
-           with_v3: bool) -> None:
-    """backup an etcd directory (not provided: it needs a member's WAL on disk)"""
-    _die(EXIT_BAD_ARGS,
-         "Error:  backup is not supported by corral kv: it rewrites a stopped member's WAL "
-         "and snapshot files, which this client does not read. Stop the member and copy "
-         "its data dir instead, or use etcdctl backup for an etcd member.")
+def backup(
+    data_dir: str, wal_dir: str, backup_dir: str, backup_wal_dir: str, with_v3: bool
+) -> None:
+    """backup an etcd directory"""
+    from datetime import datetime
+    from pathlib import Path
+
+    from corral.kv.backup import BackupError
+    from corral.kv.backup import backup as make_backup
+
+    def log(line: str) -> None:
+        # etcdctl's log lines: "2019-12-04 10:25:16.113237 I | ignoring EntryConfChange …"
+        stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")
+        sys.stderr.write(f"{stamp} I | {line}\n")
+
+    if not data_dir or not backup_dir:
+        _die(EXIT_BAD_ARGS, "Error:  backup needs --data-dir and --backup-dir")
+    if with_v3:
+        log("corral members keep no v3 backend: --with-v3 has nothing more to copy")
+    try:
+        make_backup(
+            Path(data_dir),
+            Path(backup_dir),
+            wal_dir=Path(wal_dir) if wal_dir else None,
+            backup_wal_dir=Path(backup_wal_dir) if backup_wal_dir else None,
+            now_ms=time.time_ns() // 1_000_000,
+            log=log,
+        )
+    except BackupError as exc:
+        _die(EXIT_BAD_ARGS, f"Error:  {exc}")
+    except OSError as exc:
+        _die(EXIT_BAD_ARGS, f"Error:  {exc.filename or ''}: {exc.strerror}")
+
+
+from corral.cli import kv_auth as _kv_auth  # noqa: E402, F401 - adds the user, role and auth verbs

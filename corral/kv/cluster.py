@@ -14,15 +14,20 @@ The loop (etcd-io/raft's usage contract, raft.md; one task, `_run`):
 
 1. Proposals that arrived since the last round go into Raft as one batch (`propose_batch`);
    ticks come from their own task, so load never starves heartbeats.
-2. `ready()`; persist its snapshot (file, then WAL marker), entries and hard state in the WAL
-   with exactly one fsync when `must_sync`, in a worker thread, so the event loop keeps
-   accepting requests and peer messages, which become the next batch (group commit, no timer
-   on the commit path).
-3. Only then send its messages (they promise what step 2 made durable).
-4. Apply: a snapshot to install, then committed entries in order; answer the proposer's
+2. `ready()`; a leader sends its messages now, so its followers write in parallel with it
+   (Raft thesis §10.2.1); any member sends heartbeats (and their answers) now.
+3. Persist the Ready's snapshot (file, then WAL marker, in a worker thread), entries and hard
+   state in the WAL with exactly one fdatasync when `must_sync`, on the loop thread (cheaper
+   than two thread hand-offs); requests and peer frames arriving meanwhile wait in socket
+   buffers and become the next batch (group commit, no timer on the commit path).
+4. A follower or candidate sends its other messages only now (they promise what step 3 made
+   durable: append and vote answers).
+5. Apply: a snapshot to install, then committed entries in order; answer the proposer's
    future (only on the member that proposed it); hand events to watchers; serve quorum reads
-   whose read index is applied.
-5. `advance()`; take a snapshot every `snapshot_count` applied entries and compact.
+   whose read index is applied. This comes after step 3, and an entry another member
+   acknowledged was written by an earlier Ready, so nothing is applied or answered before
+   the leader's own fsync.
+6. `advance()`; take a snapshot every `snapshot_count` applied entries and compact.
 
 Entry payloads (format version 1, msgpack): `[1, 0, origin, request_id, command]` for a
 keyspace command (`corral.kv.commands` encoding), `[1, 1, member_id, name, client_urls]` for
@@ -47,7 +52,7 @@ import random
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +73,7 @@ from corral.raft import (
     ConfState,
     Entry,
     EntryType,
+    HardState,
     MemoryStorage,
     MessageType,
     ProposalDroppedError,
@@ -77,8 +83,9 @@ from corral.raft import (
     Snapshot,
     StateType,
     decode_conf_change,
+    encode_conf_change,
 )
-from corral.storage.disk import Disk, disk_from_env
+from corral.storage.disk import Disk, disk_from_env, make_dirs
 from corral.storage.snap import Snapshotter
 from corral.storage.wal import WAL
 
@@ -96,6 +103,7 @@ _KIND_REQUEST = 0
 _KIND_ATTRIBUTES = 1
 _KIND_PEER_URLS = 2
 CATCHUP_ENTRIES = 5000
+READ_RETRY_TICKS = 5  # heartbeats before an unanswered ReadIndex round is started again
 _BEFORE_PERSIST = frozenset(
     {MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP}
 )  # entries kept after a snapshot for slow followers (etcd's value)
@@ -227,6 +235,8 @@ class RaftMember:
         self._reads_inflight: dict[bytes, list[asyncio.Future[None]]] = {}
         self._reads_ready: list[tuple[int, list[asyncio.Future[None]]]] = []
         self._read_seq = 0
+        self._read_started: dict[bytes, int] = {}  # round context → tick it was started
+        self._ticks = 0
         self._leader_waiters: list[asyncio.Future[None]] = []
         self._stopping = False
         self._published = False
@@ -266,8 +276,12 @@ class RaftMember:
         return self.config.data_dir / "member"
 
     def _lock(self) -> None:
+        # A crash-test disk first loses what a power cut would have (a no-op on a real disk).
+        self.disk.recover(self.config.data_dir)
+        if self.config.wal_dir is not None:
+            self.disk.recover(self.config.wal_dir)
         d = self._member_dir()
-        d.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.disk, d)
         path = d / "lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -372,13 +386,35 @@ class RaftMember:
         hs = replay.hard_state
         if hs.commit < from_index:
             hs = type(hs)(term=hs.term, vote=hs.vote, commit=from_index)
+        entries = replay.entries
+        if self.config.force_new_cluster:
+            entries, hs = self._force_standalone(snap, entries, hs)
         self.storage.set_hard_state(hs)
-        if replay.entries:
-            self.storage.append(replay.entries)
+        if entries:
+            self.storage.append(entries)
         self.applied = from_index
         self.node = RawNode(
             self._raft_config(from_index), self.storage, random.Random(self.id ^ self.clock())
         )
+
+    def _force_standalone(
+        self, snap: Snapshot | None, entries: list[Entry], hs: HardState
+    ) -> tuple[list[Entry], HardState]:
+        """`--force-new-cluster` (etcd's `restartAsStandaloneNode`): drop the uncommitted tail,
+        then commit conf changes that add this member (if it is not a member, as after
+        `corral kv backup`, which gives the copy a new id) and remove every other one. The
+        keyspace is untouched: every committed key stays."""
+        assert self.wal is not None
+        entries = [e for e in entries if e.index <= hs.commit]
+        forced = standalone_conf_changes(
+            member_ids_in(snap, entries), self.id, self.config.peer_urls, hs.term, hs.commit
+        )
+        if forced:
+            hs = replace(hs, commit=forced[-1].index)
+            # Durable before anything else happens: a restart without the flag then finds a
+            # one-member cluster too (etcd re-derives it only while the flag is given).
+            self.wal.save(hs, forced, sync=True)
+        return entries + forced, hs
 
     async def _join(self, wal_dir: Path) -> None:
         """`--initial-cluster-state existing`: learn ids from a running member's peer URL."""
@@ -400,12 +436,12 @@ class RaftMember:
                         f"member with peer URLs {', '.join(self.config.peer_urls)} has not been added to "
                         "the cluster; add it first (corral kv member add / etcdctl member add)"
                     )
-                self.id = int(mine[0]["id"], 16)
+                self.id = _peer_member_id(mine[0]["id"])
                 self.cluster_id = int(cid, 16)
                 # Until the log tells it, the new member knows its peers from this answer.
                 known = {
-                    int(m["id"], 16): MemberInfo(
-                        int(m["id"], 16), m.get("name", ""), list(m["peerURLs"]), []
+                    _peer_member_id(m["id"]): MemberInfo(
+                        _peer_member_id(m["id"]), m.get("name", ""), list(m["peerURLs"]), []
                     )
                     for m in members
                 }
@@ -479,7 +515,24 @@ class RaftMember:
             await asyncio.sleep(interval)
             if self.node is not None:
                 self.node.tick()
+                self._ticks += 1
+                self._retry_reads()
                 self._wake.set()
+
+    def _retry_reads(self) -> None:
+        """Start a new round for reads whose ReadIndex round went unanswered.
+
+        Raft never re-sends a lost ReadIndex request or answer (a dropped frame, a broken
+        stream, a leader that dropped it), so reads in a round older than `READ_RETRY_TICKS`
+        heartbeats join the next round, as etcd 3.5 retries every 500 ms; a late answer to
+        the old round finds no reads and is ignored.
+        """
+        stale = [c for c, t in self._read_started.items() if self._ticks - t >= READ_RETRY_TICKS]
+        for ctx in stale:
+            del self._read_started[ctx]
+            futs = self._reads_inflight.pop(ctx, None)
+            if futs:
+                self._reads_waiting.extend(f for f in futs if not f.done())
 
     async def _sweeper(self) -> None:
         while True:
@@ -652,20 +705,36 @@ class RaftMember:
                 except ProposalDroppedError:
                     self._outbox[:0] = batch
             if self._reads_waiting and node.raft.lead != NONE:
+                # The context names the round across the cluster: the leader keeps one
+                # pending round per context and ignores a second one with the same bytes
+                # (etcd-io/raft read_only.go), so a bare counter, which every member counts
+                # alike, would let one member's round swallow another's reads.
                 self._read_seq += 1
-                ctx = self._read_seq.to_bytes(8, "big")
+                ctx = self.id.to_bytes(8, "big") + self._read_seq.to_bytes(8, "big")
                 self._reads_inflight[ctx], self._reads_waiting = self._reads_waiting, []
+                self._read_started[ctx] = self._ticks
                 with contextlib.suppress(ProposalDroppedError):
                     node.read_index(ctx)
             while node.has_ready():
                 rd = node.ready()
-                # Heartbeats promise nothing about what this Ready persists, so they go out
-                # before the fsync: a slow disk must not cost the cluster its leader.
-                early = [m for m in rd.messages if m.type in _BEFORE_PERSIST]
+                if node.raft.state == StateType.LEADER:
+                    # A leader writes its log in parallel with replicating it (Raft thesis
+                    # §10.2.1; etcd's raftNode sends before saving too): its appends go out
+                    # before its own fsync. Safe: entries are applied (and clients answered)
+                    # only after the Ready that wrote them was persisted, here or earlier.
+                    early, late = list(rd.messages), []
+                else:
+                    # Heartbeats promise nothing about what this Ready persists, so they go
+                    # out before the fsync: a slow disk must not cost the cluster its leader.
+                    # Everything else (append and vote answers) waits for the fsync.
+                    early = [m for m in rd.messages if m.type in _BEFORE_PERSIST]
+                    late = [m for m in rd.messages if m.type not in _BEFORE_PERSIST]
                 if early and self.transport is not None:
                     self.transport.send(early)
+                    if rd.must_sync:
+                        # Let the peer streams write their frames before the fsync blocks.
+                        await asyncio.sleep(0)
                 await self._persist(rd)
-                late = [m for m in rd.messages if m.type not in _BEFORE_PERSIST]
                 if self.transport is not None and late:
                     self.transport.send(late)
                 self._apply_ready(rd)
@@ -686,12 +755,17 @@ class RaftMember:
         if rd.entries or rd.hard_state is not None:
             started = time.perf_counter()
             if rd.must_sync:
-                await asyncio.to_thread(wal.save, rd.hard_state, list(rd.entries), True)
+                # The append and its one fdatasync run on the loop thread: a hop to a worker
+                # thread and back costs two GIL hand-offs (up to the 5 ms switch interval
+                # each on a busy machine), far more than a fdatasync of one batch. Requests
+                # arriving meanwhile wait in socket buffers and form the next batch (group
+                # commit), and heartbeats left before the fsync.
+                wal.save(rd.hard_state, rd.entries, True)
                 elapsed = time.perf_counter() - started
                 for observe in self.fsync_observers:
                     observe(elapsed)
             else:
-                wal.save(rd.hard_state, list(rd.entries), False)
+                wal.save(rd.hard_state, rd.entries, False)
         if rd.hard_state is not None:
             self.storage.set_hard_state(rd.hard_state)
         if rd.entries:
@@ -742,6 +816,7 @@ class RaftMember:
             self._publish_attributes()
         for rs in rd.read_states:
             futs = self._reads_inflight.pop(rs.request_ctx, None)
+            self._read_started.pop(rs.request_ctx, None)
             if futs:
                 self._reads_ready.append((rs.index, futs))
         if self._reads_ready:
@@ -759,6 +834,7 @@ class RaftMember:
             for futs in self._reads_inflight.values():
                 self._reads_waiting.extend(futs)
             self._reads_inflight.clear()
+            self._read_started.clear()
 
     def _publish_attributes(self) -> None:
         self._published = True
@@ -941,13 +1017,59 @@ class RaftMember:
         ]
 
     async def _peer_members(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            [m.to_json() for m in self.member_list()],
-            headers={"X-Etcd-Cluster-ID": f"{self.cluster_id:x}"},
-        )
+        # etcd's peer answer is membership.Member: the id a JSON number (etcd proxies and
+        # joining members parse it so), unlike the client API's hex string.
+        doc = [
+            {"id": m.id, "peerURLs": m.peer_urls, "name": m.name, "clientURLs": m.client_urls}
+            for m in self.member_list()
+        ]
+        return web.json_response(doc, headers={"X-Etcd-Cluster-ID": f"{self.cluster_id:x}"})
 
     async def _peer_version(self, request: web.Request) -> web.Response:
         return web.json_response({"etcdserver": "3.4.23", "etcdcluster": "3.4.0"})
+
+
+def member_ids_in(snap: Snapshot | None, entries: list[Entry]) -> set[int]:
+    """The members a snapshot and the log after it leave in the configuration (etcd's
+    `getIDs`): the snapshot's voters and learners, then each conf change in order."""
+    ids: set[int] = set()
+    if snap is not None:
+        ids.update(snap.metadata.conf_state.voters, snap.metadata.conf_state.learners)
+    for e in entries:
+        if e.type != EntryType.CONF_CHANGE:
+            continue
+        cc = decode_conf_change(e.data)
+        if cc.type == ConfChangeType.REMOVE_NODE:
+            ids.discard(cc.node_id)
+        else:
+            ids.add(cc.node_id)
+    return ids
+
+
+def standalone_conf_changes(
+    ids: set[int], self_id: int, peer_urls: tuple[str, ...], term: int, index: int
+) -> list[Entry]:
+    """The entries that make `self_id` the only member (etcd's `createConfigChangeEnts`),
+    at `index + 1`… in `term`. Self is added first (if missing) so the voter set is never
+    empty. etcd gives an added self the default peer URL `http://localhost:2380`; corral
+    uses the member's advertised peer URLs (which default to that)."""
+    out: list[Entry] = []
+    changes: list[ConfChange] = []
+    if self_id not in ids:
+        ctx = msgpack.packb([PAYLOAD_VERSION, sorted(peer_urls)])
+        changes.append(ConfChange(ConfChangeType.ADD_NODE, self_id, ctx))
+    for other in sorted(ids - {self_id}):
+        ctx = msgpack.packb([PAYLOAD_VERSION, []])
+        changes.append(ConfChange(ConfChangeType.REMOVE_NODE, other, ctx))
+    for i, cc in enumerate(changes, start=index + 1):
+        out.append(Entry(term, i, EntryType.CONF_CHANGE, encode_conf_change(cc)))
+    return out
+
+
+def _peer_member_id(raw: object) -> int:
+    """A member id from a peer's /members: etcd's JSON number, or the hex string older
+    corral releases sent."""
+    return raw if isinstance(raw, int) else int(str(raw), 16)
 
 
 def parse_initial_cluster(value: str) -> tuple[tuple[str, str], ...]:

@@ -20,6 +20,8 @@ DELETE otherwise            `Delete(dir=dir or recursive, recursive)`
 
 `InternalWrite` is etcd's own write under its hidden `/0` namespace (member add, cluster
 version): it takes an index and a history slot but is unreachable from `/v2/keys`.
+`InternalChange` is the conditional write or delete v2 auth makes under the hidden `/2`
+namespace (etcd's `setResource`/`deleteResource` in `v2auth/auth_requests.go`).
 
 Wire format: msgpack array ``[FORMAT_VERSION, tag, *fields]``. `decode` rejects other versions
 and malformed payloads with `FormatError`. Release N must keep reading N−1's tags.
@@ -27,7 +29,8 @@ and malformed payloads with `FormatError`. Release N must keep reading N−1's t
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -41,6 +44,7 @@ __all__ = [
     "CompareAndSwap",
     "Create",
     "Delete",
+    "InternalChange",
     "InternalWrite",
     "Set",
     "Sync",
@@ -147,7 +151,28 @@ class InternalWrite:
     now: int = 0
 
 
-Command = Set | Create | Update | CompareAndSwap | Delete | CompareAndDelete | Sync | InternalWrite
+@dataclass(frozen=True, slots=True)
+class InternalChange:
+    """A hidden-namespace write (`value`) or delete (`value=None`) with etcd's prevExist rule:
+    True needs the key (100 otherwise), False needs it absent (105 otherwise), None neither."""
+
+    key: str
+    value: str | None
+    prev_exist: bool | None = None
+    now: int = 0
+
+
+Command = (
+    Set
+    | Create
+    | Update
+    | CompareAndSwap
+    | Delete
+    | CompareAndDelete
+    | Sync
+    | InternalWrite
+    | InternalChange
+)
 
 # Tags are part of the wire format: never renumber, only add.
 _TAGS: dict[type[Any], int] = {
@@ -159,8 +184,13 @@ _TAGS: dict[type[Any], int] = {
     CompareAndDelete: 6,
     Sync: 7,
     InternalWrite: 8,
+    InternalChange: 9,
 }
 _TYPES: dict[int, type[Any]] = {tag: cls for cls, tag in _TAGS.items()}
+# Field names in order per command class (`astuple` deep-copies; every field is a scalar).
+_FIELDS: dict[type[Any], tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _TAGS
+}
 
 # Field types per tag, checked on decode so a corrupt payload cannot build a bad command.
 _FIELD_TYPES: dict[int, tuple[tuple[type[Any], ...], ...]] = {
@@ -172,6 +202,7 @@ _FIELD_TYPES: dict[int, tuple[tuple[type[Any], ...], ...]] = {
     6: ((str,), (str,), (int,), (int,)),
     7: ((int,),),
     8: ((str,), (str,), (int,)),
+    9: ((str,), (str, type(None)), (bool, type(None)), (int,)),
 }
 
 
@@ -183,7 +214,9 @@ def encode(cmd: Command) -> bytes:
         raise TypeError(f"not a keyspace command: {cmd!r}") from None
     # Keys may hold bytes that are not UTF-8 (lone surrogates, kept so they render as Go does).
     return msgpack.packb(
-        [FORMAT_VERSION, tag, *astuple(cmd)], use_bin_type=True, unicode_errors="surrogateescape"
+        [FORMAT_VERSION, tag, *[getattr(cmd, name) for name in _FIELDS[type(cmd)]]],
+        use_bin_type=True,
+        unicode_errors="surrogateescape",
     )
 
 

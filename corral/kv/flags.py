@@ -13,7 +13,7 @@ Theory of operation (reference §10; etcd `etcdmain/config.go`, `pkg/flags/flag.
 * Old etcd 0.4 flags are accepted as booleans with a warning and ignored.
 * `--config-file` (YAML, keys are flag names) replaces every other flag and variable.
 * Flags corral accepts but does not act on (tuning knobs with no meaning for a Python member)
-  are listed in `_ACCEPTED`; flags naming features corral lacks (TLS, auth, proxy,
+  are listed in `_ACCEPTED`; flags naming features corral lacks (TLS, auth, DNS SRV
   discovery, pprof, separate metrics listeners …) are fatal unless left at their default,
   so nothing is silently ignored.
 
@@ -167,6 +167,16 @@ _HONOURED = frozenset(
         "initial-cluster-state",
         "initial-cluster-token",
         "enable-v2",
+        "force-new-cluster",
+        "proxy",
+        "proxy-failure-wait",
+        "proxy-refresh-interval",
+        "proxy-dial-timeout",
+        "proxy-write-timeout",
+        "proxy-read-timeout",
+        "discovery",
+        "discovery-fallback",
+        "discovery-proxy",
         "config-file",
         "version",
         "help",
@@ -214,7 +224,7 @@ _ACCEPTED = frozenset(
         "host-whitelist",
     ]
 )
-# Everything else (TLS, discovery, proxy, pprof, metrics listeners, v2v3, force-new-cluster)
+# Everything else (TLS, discovery-srv, pprof, metrics listeners, v2v3)
 # is fatal unless left at its default.
 
 USAGE = """Usage:
@@ -295,8 +305,14 @@ _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 
 
+# etcd's SelectiveStringValue flags: anything else is "invalid value".
+_CHOICES = {"proxy": ("off", "readonly", "on"), "discovery-fallback": ("proxy", "exit")}
+
+
 def _convert(name: str, kind: str, raw: str) -> Any:
     """A value of `kind`; ValueError with Go's reason ("parse error")."""
+    if name in _CHOICES and raw not in _CHOICES[name]:
+        raise ValueError("invalid value")
     if kind == "bool":
         if raw in _TRUE:
             return True
@@ -469,6 +485,13 @@ def _build(values: dict[str, Any]) -> EtcdConfig:
                 f"etcdmain: error verifying flags, --{name} is not supported by corral. "
                 "See 'corral etcd --help'."
             )
+    if values.get("discovery") and values.get("initial-cluster"):
+        # embed.ErrConflictBootstrapFlags
+        raise FlagError(
+            "etcdmain: error verifying flags, multiple discovery or bootstrap flags are set. "
+            'Choose one of "initial-cluster", "discovery" or "discovery-srv". '
+            "See 'etcd --help'."
+        )
     state = values.get("initial-cluster-state", "new")
     if state not in ("new", "existing"):
         raise FlagError(

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from corral.kv.auth_http import AuthAPI
 from corral.kv.cluster import MemberConflict, MemberRemoved
 from corral.kv.commands import (
     Command,
@@ -278,7 +279,9 @@ class ClientAPI:
     def __init__(self, member: KVMember) -> None:
         self.member = member
         self.metrics = Metrics(member)
+        self._request_counters: dict[str, Any] = {}
         self._sinks: set[WatchSink] = set()
+        self.auth = AuthAPI(self)  # v2 auth: /v2/auth/* and the permission checks below
         self._routes: dict[str, Callable[[web.Request, str], Awaitable[web.StreamResponse]]] = {
             "/v2/machines": self.machines,
             "/v2/stats/self": self.stats_self,
@@ -342,7 +345,12 @@ class ClientAPI:
         }
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.metrics.requests.labels(request.method).inc()
+        counter = self._request_counters.get(request.method)
+        if counter is None:  # `labels()` takes a lock and hashes the labels on every call
+            counter = self._request_counters[request.method] = self.metrics.requests.labels(
+                request.method
+            )
+        counter.inc()
         raw = request.raw_path
         raw_path, _, raw_query = raw.partition("?")
         try:
@@ -363,6 +371,8 @@ class ClientAPI:
             return await self.keys(request, path, raw_query)
         if path == "/v2/members" or path.startswith("/v2/members/"):
             return await self.members(request, path)
+        if path.startswith("/v2/auth/"):
+            return await self.auth.handle(request, path)
         route = self._routes.get(path)
         if route is None:
             return self._text_error(404, "404 page not found")
@@ -407,6 +417,10 @@ class ClientAPI:
             req = parse_keys_request(method, keys_key(path[len("/v2/keys") :]), form)
         except V2Error as err:
             return self._key_error(err)
+        if self.auth.enabled() and not await self.auth.keys_allowed(
+            request, path[len("/v2/keys") :], bool(req.recursive)
+        ):
+            return self.auth.keys_refused()
         try:
             if method in ("GET", "HEAD"):
                 if req.wait:
@@ -528,6 +542,8 @@ class ClientAPI:
         method = request.method
         if method not in ("GET", "POST", "DELETE", "PUT"):
             return self._not_allowed("GET,POST,DELETE,PUT")
+        if method != "GET" and self.auth.enabled() and not await self.auth.root_access(request):
+            return self.auth.no_auth()
         rest = path[len("/v2/members") :].strip("/")
         docs = self._member_docs()
         if method == "GET":

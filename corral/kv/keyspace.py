@@ -55,6 +55,7 @@ from corral.kv.commands import (
     CompareAndSwap,
     Create,
     Delete,
+    InternalChange,
     InternalWrite,
     Set,
     Sync,
@@ -231,6 +232,7 @@ class Keyspace:
             CompareAndDelete: self._cad,
             Sync: self._sync,
             InternalWrite: self._internal_write,
+            InternalChange: self._internal_change,
         }
 
     # ------------------------------------------------------------------ commands
@@ -547,6 +549,37 @@ class Keyspace:
             now=cmd.now,
         )
         return self._record(event)
+
+    def _internal_change(self, cmd: InternalChange) -> list[Event]:
+        # v2 auth's store writes under `/2` (etcd `v2auth/auth_requests.go`): one index each;
+        # a failed condition is etcd's 100/105 with the key as cause, and changes nothing.
+        exists = cmd.key in self._internal
+        stat = (
+            "delete"
+            if cmd.value is None
+            else {True: "update", False: "create", None: "sets"}[cmd.prev_exist]
+        )
+        if (cmd.value is None or cmd.prev_exist is True) and not exists:
+            self.stats.inc(stat + "Fail")
+            raise KeyNotFound(cause=cmd.key, index=self.index)
+        if cmd.prev_exist is False and exists:
+            self.stats.inc(stat + "Fail")
+            raise NodeExists(cause=cmd.key, index=self.index)
+        nxt = self.index + 1
+        if cmd.value is None:
+            del self._internal[cmd.key]
+            action = Action.DELETE
+        else:
+            self._internal[cmd.key] = cmd.value
+            action = Action.UPDATE if exists else Action.CREATE
+        self.index = nxt
+        self.stats.inc(stat + "Success")
+        node = Node(cmd.key, cmd.value, False, None, None, nxt, nxt)
+        return self._record(Event(action, node, None, nxt, internal=True, now=cmd.now))
+
+    def internal_items(self, prefix: str) -> list[tuple[str, str]]:
+        """The hidden-namespace values whose key starts with `prefix` (v2 auth's listings)."""
+        return [(k, v) for k, v in self._internal.items() if k.startswith(prefix)]
 
     def internal_value(self, key: str) -> str | None:
         """A value etcd's own writes stored under the hidden namespace."""

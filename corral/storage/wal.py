@@ -39,7 +39,7 @@ from corral.raft import (
     encode_entry,
     encode_hard_state,
 )
-from corral.storage.disk import Disk, DiskFile, OsDisk
+from corral.storage.disk import Disk, DiskFile, OsDisk, make_dirs
 from corral.testing.failpoints import failpoint
 
 __all__ = ["WAL", "WAL_VERSION", "WALCorruptError", "WALError", "WALReplay"]
@@ -136,6 +136,54 @@ def decode_records(
     return out, off, crc, False
 
 
+def _replay(directory: Path, from_index: int) -> tuple[WALReplay, int, int | None]:
+    """Read every segment: (what they hold, end of the valid data in the last one, last crc)."""
+    segs = _segments(directory)
+    if not segs:
+        raise WALError(f"{directory}: no WAL segments")
+    metadata: dict[str, Any] = {}
+    hard_state = HardState()
+    entries: list[Entry] = []
+    snaps: list[tuple[int, int]] = []
+    prev_crc: int | None = None
+    repaired = False
+    end_off = 0
+    for i, (_seq, _start, path) in enumerate(segs):
+        data = path.read_bytes()
+        last = i == len(segs) - 1
+        records, end_off, prev_crc, torn = decode_records(data, prev_crc, path.name, last)
+        repaired = repaired or torn
+        for rtype, payload in records:
+            if rtype == RecordType.ENTRY:
+                e = decode_entry(payload)
+                if e.index <= from_index:
+                    continue
+                first = entries[0].index if entries else e.index
+                if entries and e.index <= entries[-1].index:
+                    del entries[max(0, e.index - first) :]
+                if entries and e.index != entries[-1].index + 1:
+                    raise WALCorruptError(
+                        f"WAL segment {path.name}: entry {e.index} does not follow {entries[-1].index}"
+                    )
+                entries.append(e)
+            elif rtype == RecordType.HARD_STATE:
+                hard_state = decode_hard_state(payload)
+            elif rtype == RecordType.METADATA:
+                meta = msgpack.unpackb(payload)
+                if not isinstance(meta, dict) or meta.get("version", 0) > WAL_VERSION:
+                    raise WALError(
+                        f"WAL segment {path.name} was written by a newer format "
+                        f"(version {meta.get('version') if isinstance(meta, dict) else '?'}); "
+                        f"this release reads up to version {WAL_VERSION}"
+                    )
+                metadata = meta
+            elif rtype == RecordType.SNAPSHOT:
+                idx, term = msgpack.unpackb(payload)
+                snaps.append((idx, term))
+    replay = WALReplay(metadata, hard_state, entries, snaps, repaired)
+    return replay, end_off, prev_crc
+
+
 class WAL:
     """An open WAL, positioned to append. Not thread-safe: one writer (the member's loop)."""
 
@@ -167,12 +215,19 @@ class WAL:
         disk: Disk | None = None,
         segment_size: int = DEFAULT_SEGMENT_SIZE,
     ) -> WAL:
-        directory.mkdir(parents=True, exist_ok=True)
+        disk = disk or OsDisk()
+        make_dirs(disk, directory)
         if _segments(directory):
             raise WALError(f"{directory} already holds a WAL")
-        wal = cls(directory, disk or OsDisk(), segment_size, {**metadata, "version": WAL_VERSION})
+        wal = cls(directory, disk, segment_size, {**metadata, "version": WAL_VERSION})
         wal._start_segment(0, 0)
         return wal
+
+    @classmethod
+    def read(cls, directory: Path, from_index: int = 0) -> WALReplay:
+        """What the WAL holds, read-only: nothing is repaired or written (a torn tail at the
+        end is left out of the answer, `repaired` says so). For backups of a stopped member."""
+        return _replay(directory, from_index)[0]
 
     @classmethod
     def open(
@@ -182,63 +237,25 @@ class WAL:
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         from_index: int = 0,
     ) -> tuple[WAL, WALReplay]:
+        replay, end_off, prev_crc = _replay(directory, from_index)
         segs = _segments(directory)
-        if not segs:
-            raise WALError(f"{directory}: no WAL segments")
-        metadata: dict[str, Any] = {}
-        hard_state = HardState()
-        entries: list[Entry] = []
-        snaps: list[tuple[int, int]] = []
-        prev_crc: int | None = None
-        repaired = False
-        end_off = 0
-        for i, (_seq, _start, path) in enumerate(segs):
-            data = path.read_bytes()
-            last = i == len(segs) - 1
-            records, end_off, prev_crc, torn = decode_records(data, prev_crc, path.name, last)
-            repaired = repaired or torn
-            for rtype, payload in records:
-                if rtype == RecordType.ENTRY:
-                    e = decode_entry(payload)
-                    if e.index <= from_index:
-                        continue
-                    first = entries[0].index if entries else e.index
-                    if entries and e.index <= entries[-1].index:
-                        del entries[max(0, e.index - first) :]
-                    if entries and e.index != entries[-1].index + 1:
-                        raise WALCorruptError(
-                            f"WAL segment {path.name}: entry {e.index} does not follow {entries[-1].index}"
-                        )
-                    entries.append(e)
-                elif rtype == RecordType.HARD_STATE:
-                    hard_state = decode_hard_state(payload)
-                elif rtype == RecordType.METADATA:
-                    meta = msgpack.unpackb(payload)
-                    if not isinstance(meta, dict) or meta.get("version", 0) > WAL_VERSION:
-                        raise WALError(
-                            f"WAL segment {path.name} was written by a newer format "
-                            f"(version {meta.get('version') if isinstance(meta, dict) else '?'}); "
-                            f"this release reads up to version {WAL_VERSION}"
-                        )
-                    metadata = meta
-                elif rtype == RecordType.SNAPSHOT:
-                    idx, term = msgpack.unpackb(payload)
-                    snaps.append((idx, term))
+        metadata, hard_state, entries = replay.metadata, replay.hard_state, replay.entries
+        for stale in directory.glob("*.wal.tmp"):
+            stale.unlink()  # a crash while a segment was being cut: its name never became durable
         disk = disk or OsDisk()
         wal = cls(directory, disk, segment_size, metadata)
         wal.crc = prev_crc or 0
         wal.seq, _start, last_path = segs[-1]
         wal.file = disk.open_append(last_path)
-        if repaired:
-            wal.file.truncate(end_off)
-            wal.file.fsync()
-        else:
-            # Appends continue right after the last record (the rest is preallocated zeros).
-            wal.file.truncate(end_off)
+        # Appends continue right after the last good record: a torn tail (or the preallocated
+        # zeros) is cut off first so it can never be read back behind new records. No fsync
+        # here: the next `sync` makes the cut durable with the records written after it, and a
+        # crash before that only finds the same torn tail to repair again.
+        wal.file.truncate(end_off)
         wal.file_size = end_off
         wal.last_index = entries[-1].index if entries else max(from_index, hard_state.commit)
         wal.hard_state = hard_state
-        return wal, WALReplay(metadata, hard_state, entries, snaps, repaired)
+        return wal, replay
 
     # -- appending -------------------------------------------------------------------------
     def _append(self, rtype: RecordType, payload: bytes) -> None:
@@ -292,9 +309,11 @@ class WAL:
         failpoint("wal_after_fsync")
 
     def save_snapshot(self, index: int, term: int) -> None:
-        """Record that a snapshot at (index, term) is durable (written after the snap file)."""
+        """Record that a snapshot at (index, term) is durable (written after the snap file).
+
+        Not fsynced on its own: the snapshot file already is, loading does not depend on the
+        marker, and the next `save` syncs it with its batch."""
         self._append(RecordType.SNAPSHOT, msgpack.packb([index, term]))
-        self.sync()
 
     def release_to(self, index: int, max_wals: int = 5) -> list[Path]:
         """Remove the oldest segments holding only entries ≤ `index`, keeping `max_wals` files
@@ -308,12 +327,13 @@ class WAL:
         for p in removable[: max(0, excess)]:
             self.disk.remove(p)
             removed.append(p)
-        if removed:
-            self.disk.fsync_dir(self.dir)
+        # No directory fsync: a removal lost in a crash only brings back a segment of entries
+        # the snapshot already covers, which replay skips.
         return removed
 
     def close(self) -> None:
+        # No fsync: all Raft needs durable was synced by `save`; what was written unsynced
+        # (a hard state whose commit index moved) is re-learned after a crash.
         if self.file is not None:
-            self.file.fsync()
             self.file.close()
             self.file = None

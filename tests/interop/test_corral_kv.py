@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from click.testing import CliRunner
 
 from corral.cli.kv import cli, format_result, parse_duration
@@ -25,9 +27,10 @@ def test_bad_input_gives_a_clear_error_and_no_traceback() -> None:
     assert code == 3 and err == "No help topic for 'nosuchverb'\n"
 
 
-def test_backup_explains_why_it_is_not_available() -> None:
-    code, out, err = _kv("backup", "--data-dir", "d", "--backup-dir", "b")
-    assert code == 1 and out == "" and "backup is not supported" in err
+def test_backup_of_a_missing_data_dir_is_a_clear_error(tmp_path: Path) -> None:
+    code, out, err = _kv("backup", "--data-dir", str(tmp_path / "d"), "--backup-dir", str(tmp_path / "b"))
+    assert code == 1 and out == "" and err.startswith("Error:  data dir ") and "does not exist" in err
+    assert not (tmp_path / "b").exists()
 
 
 def test_endpoint_from_environment_and_unreachable_exit_codes() -> None:

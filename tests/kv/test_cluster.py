@@ -7,8 +7,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
+from corral.kv import cluster as cluster_module
 from corral.kv.cluster import ClusterConfig, RaftMember
 from corral.kv.commands import Set
 from corral.testing.ports import free_ports
@@ -137,6 +139,57 @@ def test_member_added_after_compaction_catches_up_from_a_snapshot(tmp_path: Path
         assert new.keyspace.get("/k149").node.value == "149"
         assert len(new.member_list()) == 4
         for i in range(4):
+            await h.stop(i)
+
+    asyncio.run(go())
+
+
+def test_concurrent_quorum_reads_on_every_member_all_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each member names its ReadIndex rounds uniquely in the cluster: the leader keeps one
+    pending round per context, so rounds that every member numbered alike used to swallow
+    each other's reads (they hung until the request timeout). Retries are switched off here so
+    that a swallowed round shows as a hang rather than a late answer."""
+    monkeypatch.setattr(cluster_module, "READ_RETRY_TICKS", 10**9)
+
+    async def go() -> None:
+        h = Harness(tmp_path)
+        for i in range(3):
+            await h.start(i)
+        await eventually(lambda: h.leader() is not None)
+        await eventually(lambda: all(m.keyspace.index == 7 for m in h.live()))
+        for _ in range(10):
+            await asyncio.wait_for(
+                asyncio.gather(*(m.read_barrier() for m in h.live() for _ in range(3))), 20
+            )
+        for i in range(3):
+            await h.stop(i)
+
+    asyncio.run(go())
+
+
+def test_a_lost_read_index_round_is_retried(tmp_path: Path) -> None:
+    """Raft never re-sends a ReadIndex request or answer; the member starts a new round for
+    reads whose round went unanswered, so a read outlives a dropped message."""
+
+    async def go() -> None:
+        h = Harness(tmp_path)
+        for i in range(3):
+            await h.start(i)
+        await eventually(lambda: h.leader() is not None)
+        leader = h.leader()
+        assert leader is not None
+        follower = next(m for m in h.live() if m is not leader)
+        assert follower.transport is not None
+        follower.transport.drop_to = {leader.id}  # the forwarded ReadIndex request is lost
+        read = asyncio.ensure_future(follower.read_barrier())
+        await eventually(lambda: bool(follower._reads_inflight))
+        await asyncio.sleep(0.1)
+        assert not read.done()
+        follower.transport.drop_to = set()
+        await asyncio.wait_for(read, 20)  # raises if the read timed out instead
+        for i in range(3):
             await h.stop(i)
 
     asyncio.run(go())

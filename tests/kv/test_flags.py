@@ -87,8 +87,7 @@ def test_old_flags_warn_and_go_on() -> None:
     [
         ["--cert-file=server.crt"],
         ["--client-cert-auth"],
-        ["--proxy=on"],
-        ["--discovery=https://discovery.example/abc"],
+        ["--discovery-srv=example.com"],
         ["--enable-pprof"],
         ["--cors=http://a.example"],
         ["--listen-client-urls=https://127.0.0.1:2379"],
