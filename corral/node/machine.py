@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +40,8 @@ from corral.cloudinit import (
     CloudConfig,
     EntryKind,
     apply_to_root,
+    apply_users_to_root,
+    give_ssh_to_users,
     parse,
     validate,
 )
@@ -157,7 +161,18 @@ class Node:
         self.software = software or slot_software(self.root, self.python)
         self.plan = self._make_plan(config, self.software)
         self.config = config
-        changes = apply_to_root(self.root, self.plan.files)
+        # As coreos-cloudinit: users first (useradd makes the homes), then the files, the
+        # users' authorized keys among them.
+        user_changes, outcomes = apply_users_to_root(
+            self.root, config.users, int(time.time() // 86400)
+        )
+        for outcome in outcomes:
+            if outcome.kind == "failed":
+                self.say(f"user {outcome.name} not created: {outcome.message}")
+            else:
+                self.say(outcome.message)
+        changes = user_changes + apply_to_root(self.root, self.plan.files)
+        give_ssh_to_users(self.root, config.users, outcomes)
         self._report(changes)
         for note in self.plan.notes:
             self.say(f"note: {note}")
@@ -177,6 +192,7 @@ class Node:
     async def run(self, stop: asyncio.Event, ready: Callable[[], None] | None = None) -> None:
         """Run the machine until `stop` is set; every unit it started is stopped on the way out."""
         from corral.units.api import ControlServer
+        from corral.units.config import Defaults
         from corral.units.process import set_child_subreaper
         from corral.units.supervisor import UnitRunner
 
@@ -184,7 +200,8 @@ class Node:
             self.prepare()
         assert self.plan is not None
         set_child_subreaper()
-        runner = UnitRunner(self.root, hostname=self.plan.hostname, reap_orphans=True)
+        runner = UnitRunner(self.root, hostname=self.plan.hostname, reap_orphans=True,
+                            defaults=Defaults(environment=self._default_environment()))
         await runner.start()
         server = ControlServer(runner)
         await server.start()
@@ -285,10 +302,28 @@ class Node:
         changes = apply_to_root(self.root, self.plan.files)
         self._report(changes)
         runner.daemon_reload()
+        runner.defaults = dataclasses.replace(runner.defaults,
+                                              environment=self._default_environment())
         changed = {c.path for c in changes if c.kind is not ChangeKind.UNCHANGED}
-        for service in self.plan.services:
-            if service is not Service.UPDATE and f"run/corral/units/{service.value}" in changed:
-                await self._job(runner, "restart", service.value)
+        restart = [s for s in self.plan.services
+                   if s is not Service.UPDATE and f"run/corral/units/{s.value}" in changed]
+        # As a reboot would: stop in the reverse of the start order, waiting for each, so
+        # fleetd (and locksmith) shut down gracefully through the KV member before it stops
+        # (fleet's purge moves its units to other machines), then start in order.
+        for service in reversed(restart):
+            try:
+                await runner.stop_unit(service.value, wait=True)
+            except UnitError as err:
+                self.say(f"stop {service.value} failed: {err}")
+        for service in restart:
+            await self._job(runner, "start", service.value)
+
+    def _default_environment(self) -> tuple[tuple[str, str], ...]:
+        """DefaultEnvironment= of the machine's units: with slots, every program a unit runs
+        (fleet's units too) comes from the booted slot, as /usr did on CoreOS."""
+        if self.software is None or not self.software.slot:
+            return ()
+        return (("PYTHONPATH", self.software.pythonpath),)
 
 
 def _has_fleetd() -> bool:

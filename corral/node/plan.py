@@ -147,12 +147,14 @@ def _unit_text(
     *,
     after: tuple[str, ...] = (),
     restart_sec: float,
+    unset: tuple[str, ...] = (),
 ) -> str:
     lines = ["[Unit]", f"Description={description}"]
     if after:
         lines += [f"Wants={' '.join(after)}", f"After={' '.join(after)}"]
     lines += ["", "[Service]"]
     lines += [f"Environment={_quote(f'{k}={v}')}" for k, v in env.items()]
+    lines += [f"UnsetEnvironment={name}" for name in unset]
     lines.append("ExecStart=" + " ".join(_quote(a) for a in argv))
     lines += ["Restart=always", f"RestartSec={restart_sec:g}s", ""]
     return "\n".join(lines)
@@ -201,7 +203,7 @@ def plan_node(
     update_conf_base: str = "",
     slots_provisioned: bool = False,
     fleetd_available: bool = True,
-    kv_proxy_available: bool = False,
+    kv_proxy_available: bool = True,
     restart_sec: float = 1.0,
 ) -> NodePlan:
     """Decide what the machine writes and runs. Pure: same inputs, same plan.
@@ -216,15 +218,16 @@ def plan_node(
         fleetd_available / kv_proxy_available: what this corral can run.
         restart_sec: RestartSec= of corral's service units.
     Raises:
-        UnsupportedConfig: `etcd2.proxy: on|readonly` while the KV has no proxy mode.
+        UnsupportedConfig: `etcd2.proxy: on|readonly` and `kv_proxy_available` is false
+            (a corral without `corral etcd --proxy`, e.g. an older slot).
         RenderError: from `cloudinit.render` (undecodable write_files, bad unit names).
     """
     if config.kv_proxy and not kv_proxy_available:
         raise UnsupportedConfig(
             "coreos.etcd2.proxy is "
             f"{config.coreos.etcd2.get('proxy')!r}: this machine would be a non-voting KV "
-            "proxy, and `corral etcd` has no proxy mode yet; set proxy to \"off\" (or remove "
-            "it) to run a voting member"
+            "proxy, and this corral's `corral etcd` has no proxy mode; set proxy to \"off\" "
+            "(or remove it) to run a voting member"
         )
     mid = config.corral.machine_id or machine_id
     host = config.hostname or hostname
@@ -241,7 +244,7 @@ def plan_node(
             if not f.path.startswith(src):
                 continue
             rest = f.path[len(src):]
-            if rest.startswith(_CLOUDINIT_DROPINS):
+            if rest.startswith(_CLOUDINIT_DROPINS) and rest.endswith("/20-cloudinit.conf"):
                 continue  # corral's own units get these settings directly (below)
             if f.link is not None:
                 notes.append(f"{rest}: masking is not supported by corral's unit runner; "
@@ -258,8 +261,12 @@ def plan_node(
 
     if config.coreos.etcd2:
         services.append(Service.KV)
+        # `proxy: on|readonly` reaches `corral etcd` as ETCD_PROXY: it then runs etcd's v2
+        # proxy (no Raft, no data) in front of the members named by ETCD_INITIAL_CLUSTER
+        # (or ETCD_DISCOVERY), on this machine's client URL.
+        what = "proxy" if config.kv_proxy else "member"
         units[Service.KV] = _unit_text(
-            "corral KV member (etcd2)", [python, "-m", "corral", "etcd"],
+            f"corral KV {what} (etcd2)", [python, "-m", "corral", "etcd"],
             {**base_env, **etcd_env}, restart_sec=restart_sec,
         )
     elif config.coreos.etcd:
@@ -288,12 +295,17 @@ def plan_node(
             if needed in services:
                 argv += ["--health-unit", needed.value]
         if Service.FLEET in services:
-            # Health-gated rollouts: the fleet units scheduled here must come back too.
-            argv += ["--fleet-endpoint", client_url]
+            # Health-gated rollouts: the fleet units scheduled here must come back too. The
+            # registry is read where fleetd writes it (every member it knows, so the gate
+            # can read while this machine's own member restarts).
+            servers = _section_env(config.coreos.fleet).get("FLEET_ETCD_SERVERS", client_url)
+            for url in [u.strip() for u in str(servers).split(",") if u.strip()]:
+                argv += ["--fleet-endpoint", url]
         services.append(Service.UPDATE)
+        # Not the slot's PYTHONPATH (the runner's DefaultEnvironment= names the slot).
         units[Service.UPDATE] = _unit_text(
             "corral update agent (update_engine)", argv, {"CORRAL_MACHINE_ROOT": root},
-            after=kv_after, restart_sec=restart_sec,
+            after=kv_after, restart_sec=restart_sec, unset=("PYTHONPATH",),
         )
         if update.reboot_strategy != "off":
             env = {**base_env, **_section_env(config.coreos.locksmith)}

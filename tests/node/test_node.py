@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,13 +55,14 @@ def test_writing_to_the_host_root_needs_the_flag(tmp_path: Path) -> None:
     assert "--allow-host-root" in out
 
 
-def test_proxy_config_fails_clearly(tmp_path: Path) -> None:
+def test_proxy_config_is_planned_as_a_kv_proxy(tmp_path: Path) -> None:
     cfg = _write(tmp_path / "cc.yml", "#cloud-config\ncoreos:\n  etcd2:\n    proxy: on\n")
     code, out = _node("--root", str(tmp_path / "m"), "--cloud-config", str(cfg),
                       "--apply-only")
-    assert code == 1
-    assert "non-voting KV proxy" in out and "no proxy mode" in out
-    assert "Traceback" not in out
+    assert code == 0, out
+    unit = (tmp_path / "m/run/corral/units/etcd2.service").read_text()
+    assert "Description=corral KV proxy (etcd2)" in unit
+    assert 'Environment="ETCD_PROXY=on"' in unit
 
 
 def test_unreadable_config_and_missing_root_are_clear_errors(tmp_path: Path) -> None:
@@ -112,6 +115,60 @@ def test_apply_then_reapply_reports_the_diff(tmp_path: Path) -> None:
     assert _diff(out) == ["changed etc/motd (content, mode 0644 -> 0600)"]
     assert (root / "etc/motd").read_bytes() == b"bye"
     assert (root / "etc/motd").stat().st_mode & 0o777 == 0o600
+
+
+USERS = """#cloud-config
+ssh_authorized_keys: ["ssh-ed25519 AAAAcore"]
+users:
+  - name: alice
+    passwd: {hash}
+    gecos: Alice Liddell
+    groups: [sudo, docker]
+    ssh_authorized_keys: ["ssh-ed25519 AAAAalice"]
+  - name: web
+    system: true
+    homedir: /srv/web
+    shell: /sbin/nologin
+  - name: ghost
+    groups: [no-such-group]
+"""
+
+
+def test_users_are_created_under_the_root_idempotently(tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    cfg = _write(tmp_path / "cc.yml", USERS.format(hash="$6$s$h1"))
+    before = _host_state()
+    code, out = _node("--root", str(root), "--cloud-config", str(cfg), "--apply-only")
+    assert code == 0, out
+    assert "created user alice (uid 1000, gid 1000, home /home/alice)" in out
+    assert "created user web (uid 999, gid 999, home /srv/web)" in out
+    assert "user ghost not created: useradd: group 'no-such-group' does not exist" in out
+    for path in ("etc/passwd", "etc/group", "etc/shadow", "etc/gshadow", "home/alice",
+                 "srv/web", "home/alice/.ssh/authorized_keys"):
+        assert f"created {path}" in out
+    passwd = (root / "etc/passwd").read_text()
+    assert 'alice:x:1000:1000:"Alice Liddell":/home/alice:/bin/bash' in passwd
+    assert "web:x:999:999::/srv/web:/sbin/nologin" in passwd
+    assert "ghost" not in passwd
+    assert "sudo:x:150:core,alice" in (root / "etc/group").read_text()
+    assert (root / "etc/shadow").read_text().splitlines()[2].startswith("alice:$6$s$h1:")
+    keys = root / "home/alice/.ssh/authorized_keys"
+    assert keys.read_text() == "ssh-ed25519 AAAAalice\n"
+    if os.geteuid() == 0:  # as update-ssh-keys left them: the user's own
+        assert (keys.stat().st_uid, keys.parent.stat().st_uid) == (1000, 1000)
+    assert _host_state() == before  # the host's /etc and home are untouched
+
+    # The next boot: nothing to create, and it is said.
+    code, out = _node("--root", str(root), "--cloud-config", str(cfg), "--apply-only")
+    assert code == 0, out
+    assert _diff(out) == []
+    assert "user alice exists, ignoring creation-time fields" in out
+
+    # A new password hash: shadow is the one file that changes.
+    _write(cfg, USERS.format(hash="$6$s$h2"))
+    code, out = _node("--root", str(root), "--cloud-config", str(cfg), "--apply-only")
+    assert code == 0, out
+    assert _diff(out) == ["changed user alice (password)", "changed etc/shadow (content)"]
 
 
 # --------------------------------------------------------------------- running machines
@@ -222,8 +279,32 @@ def three_configs(tmp_path: Path) -> Iterator[list[tuple[Path, Path, int]]]:
     yield out
 
 
+def initial_of(configs: list[tuple[Path, Path, int]]) -> str:
+    return configs[0][1].read_text().split("initial_cluster: ")[1].split("\n")[0]
+
+
+@pytest.fixture
+def proxy_config(
+    tmp_path: Path, three_configs: list[tuple[Path, Path, int]]
+) -> tuple[Path, Path, int]:
+    initial = initial_of(three_configs)
+    (client,) = free_ports(1)
+    text = f"""#cloud-config
+hostname: px
+coreos:
+  etcd2:
+    proxy: on
+    listen_client_urls: http://127.0.0.1:{client}
+    initial_cluster: {initial}
+    proxy_refresh_interval: 2000
+"""
+    return tmp_path / "px", _write(tmp_path / "px.yml", text), client
+
+
 def test_three_machines_form_a_kv_cluster_from_their_configs(
-    three_configs: list[tuple[Path, Path, int]], machines: list[Machine]
+    three_configs: list[tuple[Path, Path, int]],
+    proxy_config: tuple[Path, Path, int],
+    machines: list[Machine],
 ) -> None:
     before = _host_state()
     for root, cfg, port in three_configs:
@@ -249,6 +330,22 @@ def test_three_machines_form_a_kv_cluster_from_their_configs(
         assert isinstance(node, dict)
         indexes.add(node["modifiedIndex"])
     assert len(indexes) == len(machines)
+
+    # A fourth machine whose config says `proxy: on` runs a non-voting proxy of the three.
+    root, cfg, client = proxy_config
+    proxy = Machine(root, cfg, client)
+    machines.append(proxy)
+    proxy.start()
+    eventually(proxy.up, 90, "the proxy machine up")
+    eventually(lambda: proxy.put("via-proxy", "p") is not None, 60, "a write through the proxy")
+    doc = machines[0].get("via-proxy?quorum=true")
+    assert doc is not None and doc["node"]["value"] == "p"  # type: ignore[index]
+    with urllib.request.urlopen(proxy.url + "/v2/members", timeout=10) as resp:
+        assert len(json.load(resp)["members"]) == 3  # the cluster's, through the proxy
+    data_dir = root / "var/lib/etcd2"
+    assert sorted(os.listdir(data_dir)) == ["proxy"]  # no Raft, no data: a cluster file only
+    peers = json.loads((data_dir / "proxy/cluster").read_text())["PeerURLs"]
+    assert peers == sorted(u.split("=", 1)[1] for u in initial_of(three_configs).split(","))
     for m in machines:
         assert m.stop() == 0
     assert _host_state() == before

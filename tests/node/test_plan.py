@@ -57,7 +57,8 @@ def test_services_run_the_slot_software_with_the_config_environment() -> None:
     assert 'Environment="FLEET_ETCD_SERVERS=http://127.0.0.1:4001"' in fleet
     assert "After=etcd2.service" in fleet
     agent = _file(plan, "run/corral/units/update-engine.service")
-    assert "PYTHONPATH" not in agent  # the boot loader runs outside the slots
+    # The boot loader runs outside the slots (not with the units' DefaultEnvironment=).
+    assert "PYTHONPATH=" not in agent and "UnsetEnvironment=PYTHONPATH" in agent
     assert '"--health-unit" "etcd2.service"' in agent
     lock = _file(plan, "run/corral/units/locksmithd.service")
     assert 'Environment="LOCKSMITHD_GROUP=web"' in lock
@@ -115,9 +116,19 @@ coreos:
 
 
 @pytest.mark.parametrize("value", ["on", "readonly"])
-def test_kv_proxy_fails_clearly_while_corral_etcd_has_no_proxy_mode(value: str) -> None:
+def test_kv_proxy_runs_corral_etcd_as_a_proxy(value: str) -> None:
+    text = (f"#cloud-config\ncoreos:\n  etcd2:\n    proxy: {value}\n"
+            "    initial_cluster: a=http://127.0.0.1:7001\n")
+    plan = _plan(text)
+    assert plan.services == (Service.KV,)
+    unit = _file(plan, "run/corral/units/etcd2.service")
+    assert "Description=corral KV proxy (etcd2)" in unit
+    assert f'Environment="ETCD_PROXY={value}"' in unit
+    assert 'Environment="ETCD_INITIAL_CLUSTER=a=http://127.0.0.1:7001"' in unit
+    # A corral without the proxy mode (say, an old slot) refuses it clearly.
     with pytest.raises(UnsupportedConfig, match=r"non-voting KV proxy.*no proxy mode"):
-        _plan(f"#cloud-config\ncoreos:\n  etcd2:\n    proxy: {value}\n")
+        plan_node(parse(text), root="/m", machine_id="ab" * 16, hostname="h",
+                  software=SOFTWARE, kv_proxy_available=False)
 
 
 def test_values_are_quoted_for_the_unit_file() -> None:
