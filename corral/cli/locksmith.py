@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -201,9 +202,32 @@ def fleetlock(obj: _Ctx, listen: str) -> None:
     default=None,
     help="release holders whose presence is gone this many seconds",
 )
+@click.option(
+    "--retry-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    envvar="LOCKSMITHD_RETRY_INTERVAL",
+    show_envvar=True,
+    help="seconds before the first retry of a refused lock (then doubling)",
+)
+@click.option(
+    "--max-retry-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=300.0,
+    show_default=True,
+    envvar="LOCKSMITHD_MAX_RETRY_INTERVAL",
+    show_envvar=True,
+    help="cap of the retry interval, seconds",
+)
 @click.pass_obj
 def daemon(
-    obj: _Ctx, poll: float, presence_ttl: int | None, dead_holder_grace: float | None
+    obj: _Ctx,
+    poll: float,
+    presence_ttl: int | None,
+    dead_holder_grace: float | None,
+    retry_interval: float,
+    max_retry_interval: float,
 ) -> None:
     """Run locksmithd beside the update agent of the machine at --root.
 
@@ -244,7 +268,11 @@ def daemon(
 
     def make(reboot: Any) -> LocksmithDaemon:
         return LocksmithDaemon(
-            RebootCoordinator(settings),
+            RebootCoordinator(
+                settings,
+                initial_interval=timedelta(seconds=retry_interval),
+                max_interval=timedelta(seconds=max(retry_interval, max_retry_interval)),
+            ),
             LockClient(ClientKeys.connect(endpoints), group),
             machine_id,
             reboot,

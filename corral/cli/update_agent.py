@@ -80,14 +80,22 @@ def provision_cmd(root: Path, payload: Path, keys: tuple[Path, ...], slot_backen
 @click.option("--fleet-machine-id", default=None,
               help="This machine's fleet ID (default: <root>/etc/machine-id).")
 @click.option("--fleet-window", type=float, default=120.0, show_default=True,
+              envvar="CORRAL_UPDATE_FLEET_WINDOW", show_envvar=True,
               help="Seconds after boot for the fleet units to be active again.")
-@click.option("--health-period", type=float, default=45.0, show_default=True)
-@click.option("--boot-deadline", type=float, default=300.0, show_default=True)
-@click.option("--initial-check", type=float, default=420.0, show_default=True)
-@click.option("--initial-fuzz", type=float, default=600.0, show_default=True)
-@click.option("--interval", type=float, default=2700.0, show_default=True)
-@click.option("--interval-fuzz", type=float, default=600.0, show_default=True)
-@click.option("--max-backoff", type=float, default=14400.0, show_default=True)
+@click.option("--health-period", type=float, default=45.0, show_default=True,
+              envvar="CORRAL_UPDATE_HEALTH_PERIOD", show_envvar=True)
+@click.option("--boot-deadline", type=float, default=300.0, show_default=True,
+              envvar="CORRAL_UPDATE_BOOT_DEADLINE", show_envvar=True)
+@click.option("--initial-check", type=float, default=420.0, show_default=True,
+              envvar="CORRAL_UPDATE_INITIAL_CHECK", show_envvar=True)
+@click.option("--initial-fuzz", type=float, default=600.0, show_default=True,
+              envvar="CORRAL_UPDATE_INITIAL_FUZZ", show_envvar=True)
+@click.option("--interval", type=float, default=2700.0, show_default=True,
+              envvar="CORRAL_UPDATE_INTERVAL", show_envvar=True)
+@click.option("--interval-fuzz", type=float, default=600.0, show_default=True,
+              envvar="CORRAL_UPDATE_INTERVAL_FUZZ", show_envvar=True)
+@click.option("--max-backoff", type=float, default=14400.0, show_default=True,
+              envvar="CORRAL_UPDATE_MAX_BACKOFF", show_envvar=True)
 @click.option("--reboot-strategy", type=click.Choice(["reboot", "off"]), default="off",
               show_default=True)
 @click.option("--stop-timeout", type=float, default=5.0, show_default=True)
@@ -117,8 +125,10 @@ def run_cmd(root: Path, server: str, group: str, app_id: str, keys: tuple[Path, 
         )
         agent = Agent(config)
         if fleet_endpoints:
+            # fleetd runs from the booted slot: its registration names the booted version.
             config.fleet_view = KvFleetView(list(fleet_endpoints),
-                                            fleet_machine_id or agent.machine_id, fleet_prefix)
+                                            fleet_machine_id or agent.machine_id, fleet_prefix,
+                                            expected_version=lambda: agent.version)
         asyncio.run(agent.run())
     except (UpdateError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -571,10 +571,16 @@ class Agent:
         except (aiohttp.ClientError, TimeoutError, _HttpError) as exc:
             log.warning("event %d/%d not delivered: %s", ev_type, result, exc)
 
-    async def check_once(self, *, force: bool = False) -> str:
-        """One update attempt, update_engine's order; returns a one-line outcome."""
+    async def check_once(self, *, force: bool = False, only_if_good: bool = False) -> str:
+        """One update attempt, update_engine's order; returns a one-line outcome.
+
+        `only_if_good`: do nothing (return `_DEFERRED`) unless the booted slot is good once
+        the agent's lock is held — a reboot may have happened while the check waited.
+        """
         timeout = aiohttp.ClientTimeout(total=self.config.http_timeout)
         async with self._lock, aiohttp.ClientSession(timeout=timeout) as session:
+            if only_if_good and not self.good:
+                return _DEFERRED
             if self.status == Status.UPDATED_NEED_REBOOT:
                 await self._post(session, self._request(ping=True))
                 return "ping (reboot needed)"
@@ -708,7 +714,12 @@ class Agent:
             failed = False
             self._poll_interval = None
             try:
-                outcome = await self.check_once(force=force)
+                while (outcome := await self.check_once(force=force, only_if_good=True)) \
+                        == _DEFERRED:
+                    # A reboot came between the wait and the check: the new boot proves
+                    # itself first (else its version would count as installed: a server
+                    # would see a version complete that may yet be given up).
+                    await self._good_event.wait()
                 log.info("check: %s", outcome)
             except (aiohttp.ClientError, TimeoutError, _HttpError) as exc:
                 failed = True
@@ -812,6 +823,9 @@ class Agent:
             await self._stop_services()
             await runner.cleanup()
             sock.unlink(missing_ok=True)
+
+
+_DEFERRED = "deferred: the booted slot is not good yet"
 
 
 def _open_part(part: Path, offset: int) -> BinaryIO:

@@ -9,26 +9,33 @@ callable returning one `UnitObservation` per unit this machine is expected to ru
 raising `FleetUnavailable` when fleet cannot be asked. `KvFleetView` implements it over the
 etcd v2 API with fleet's registry layout (reference: fleet registry keys):
 
-* `P/job/<unit>/target` = this machine's ID and `P/job/<unit>/target-state` = `launched`
-  → the unit is expected to be active here (`loaded`/`inactive` units are not);
+* `P/machines/<machineID>/object`: this machine's fleet agent is registered, running the
+  booted release (its `version`); until it is, nothing else is judged (the states still in
+  the registry are the previous boot's);
+* the units fleet's agent would run here (fleet's own rule, `desired_state`): `P/job/<unit>`
+  with `target` = this machine, and global units whose `MachineMetadata` this machine
+  matches, with `target-state` = `launched` → expected active (`loaded` units are not);
 * `P/states/<unit>/<machineID>` = `{"loadState", "activeState", "subState", …}`, published
   by this machine's fleet agent; missing means "not reported yet".
 
-`P` is `/_coreos.com/fleet/` unless configured. Global units (no `target`) are not judged.
+`P` is `/_coreos.com/fleet/` unless configured.
 Without fleet configured the agent has no view and this gate is skipped; it is also
 skipped for a slot already marked successful (it has nothing to fall back to).
 
 `FleetGate` is the pure judge: given `now` and an observation (None when fleet could not be
-asked), it answers OK once every expected unit is `active`, WAIT while the window since boot
-is open, and FAIL with the corral error code (`CORRAL_FLEET_UNITS_INACTIVE`, or
-`CORRAL_FLEET_UNREACHABLE` if fleet never answered) once `window` seconds have passed.
+asked), it answers OK once every expected unit is `active`, WAIT while the window is open,
+and FAIL with the corral error code (`CORRAL_FLEET_UNITS_INACTIVE`, or
+`CORRAL_FLEET_UNREACHABLE` if fleet never answered) once `window` seconds have passed. The
+window opens at the boot, and opens again at every observation saying the machine's fleet
+agent is not back yet (`FLEET_AGENT`): the units get the whole window once fleet runs
+again, however slowly the machine came up; the agent's boot deadline bounds that wait.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,6 +44,7 @@ from corral.update.omaha import ErrorCode
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "FLEET_AGENT",
     "FleetGate",
     "FleetUnavailable",
     "FleetView",
@@ -47,6 +55,7 @@ __all__ = [
 ]
 
 DEFAULT_PREFIX = "/_coreos.com/fleet/"
+FLEET_AGENT = "fleet agent"  # the pseudo-unit of a view whose machine's fleet is not back
 
 
 class FleetUnavailable(UpdateError):
@@ -99,6 +108,13 @@ class FleetGate:
             raise ValueError("fleet window must be positive")
 
     def observe(self, now: float, units: Sequence[UnitObservation] | None) -> GateResult:
+        if units is not None and any(u.name == FLEET_AGENT for u in units):
+            # The machine's fleet agent is not back yet: the units' window opens when it is
+            # (a slow boot is the boot deadline's business, not a unit's failure).
+            self.booted_at = now
+            agent = next(u for u in units if u.name == FLEET_AGENT)
+            return GateResult(GateVerdict.WAIT, int(ErrorCode.CORRAL_FLEET_UNITS_INACTIVE),
+                              f"fleet agent {agent.active_state or 'not back'}")
         if units is not None:
             bad = [u for u in units if not u.active]
             if not bad:
@@ -116,43 +132,50 @@ class FleetGate:
 
 
 class KvFleetView:
-    """`FleetView` over fleet's registry in an etcd-v2 KV store (corral's or etcd's)."""
+    """`FleetView` over fleet's registry in an etcd-v2 KV store (corral's or etcd's).
+
+    The units expected here are the ones this machine's fleet agent would take on
+    (`corral.fleet.agent.desired_state`: units targeted here and the global units whose
+    metadata this machine matches) whose target state is `launched`. Before any of them is
+    judged, the machine's fleet agent must be registered again after the boot, and — with
+    `expected_version` — be running that version (fleetd runs from the booted slot and
+    publishes its version): until then the states in the registry are the previous boot's.
+    That wait is reported as the pseudo-unit `FLEET_AGENT`.
+    """
 
     def __init__(self, endpoints: str | list[str], machine_id: str,
-                 prefix: str = DEFAULT_PREFIX, timeout: float = 5.0) -> None:
+                 prefix: str = DEFAULT_PREFIX, timeout: float = 5.0,
+                 expected_version: Callable[[], str] | None = None) -> None:
         if not machine_id:
             raise ValueError("machine id is empty")
         self.endpoints = endpoints
         self.machine_id = machine_id
         self.prefix = "/" + prefix.strip("/") + "/"
         self.timeout = timeout
+        self.expected_version = expected_version
 
     async def __call__(self) -> list[UnitObservation]:
         from corral.client.aio import AsyncClient
         from corral.client.errors import ClientError, KeyNotFound
-        from corral.client.protocol import Node
         from corral.client.sync import Timeouts
-
-        def children(node: Node | None) -> dict[str, Node]:
-            if node is None:
-                return {}
-            return {n.key.rsplit("/", 1)[-1]: n for n in node.nodes}
+        from corral.fleet.agent import desired_state
+        from corral.fleet.errors import FleetError
+        from corral.fleet.registry import JobState
+        from corral.fleet.store import Registry
 
         try:
             timeouts = Timeouts(connect=min(2.0, self.timeout), request=self.timeout)
             async with AsyncClient(self.endpoints, timeouts) as client:
-                try:
-                    jobs = await client.get(self.prefix + "job", recursive=True)
-                except KeyNotFound:
-                    return []
-                expected = []
-                for name, job in sorted(children(jobs.node).items()):
-                    fields = children(job)
-                    target = fields.get("target")
-                    state = fields.get("target-state")
-                    if (target is not None and target.value == self.machine_id
-                            and state is not None and state.value == "launched"):
-                        expected.append(name)
+                registry = Registry(client, self.prefix)
+                machine = await registry.machine(self.machine_id)
+                if machine is None:
+                    return [UnitObservation(FLEET_AGENT, "not registered")]
+                want = self.expected_version() if self.expected_version else ""
+                if want and machine.version != want:
+                    return [UnitObservation(FLEET_AGENT, f"runs {machine.version or '?'}")]
+                units, _ = await registry.units()
+                expected = sorted(name for name, d in desired_state(machine, units).items()
+                                  if d.target_state is JobState.LAUNCHED)
                 out = []
                 for name in expected:
                     try:
@@ -162,7 +185,7 @@ class KvFleetView:
                         continue
                     out.append(_observation(name, r.value))
                 return out
-        except (ClientError, OSError, TimeoutError) as exc:
+        except (ClientError, FleetError, OSError, TimeoutError) as exc:
             raise FleetUnavailable(f"cannot read fleet's registry: {exc}") from exc
 
 

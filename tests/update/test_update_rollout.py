@@ -23,10 +23,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corral.cli.main import cli
-from corral.client import SyncClient
 from corral.testing.servers import ServerProcess
 from corral.update.agent import Agent, AgentConfig
 from corral.update.fleet_health import (
+    FLEET_AGENT,
     FleetGate,
     FleetUnavailable,
     GateVerdict,
@@ -153,27 +153,71 @@ def test_fleet_gate_on_a_virtual_clock() -> None:
         FleetGate(window=0, booted_at=0)
 
 
+def test_fleet_window_opens_when_the_machines_fleet_agent_is_back() -> None:
+    """A slow boot is not a unit's failure: the window restarts while fleet is not back."""
+    gate = FleetGate(window=10, booted_at=0)
+    assert gate.observe(5, None).verdict == GateVerdict.WAIT  # the KV member restarting
+    for now, seen in ((9, "not registered"), (25, "runs 1.0.0")):
+        waiting = gate.observe(now, [UnitObservation(FLEET_AGENT, seen)])
+        assert (waiting.verdict, waiting.detail) == (GateVerdict.WAIT, f"fleet agent {seen}")
+    down = UnitObservation("hello.service", "failed")
+    assert gate.observe(34, [down]).verdict == GateVerdict.WAIT  # 9 s since fleet was back
+    failed = gate.observe(35, [down])
+    assert (failed.verdict, failed.code) == (GateVerdict.FAIL,
+                                             ErrorCode.CORRAL_FLEET_UNITS_INACTIVE)
+    assert "hello.service (failed)" in failed.detail
+
+
 def test_kv_fleet_view_reads_fleets_registry(real_etcd: ServerProcess) -> None:
-    """Fleet's key layout in a real etcd: only units targeted here and launched count."""
-    p = "/_coreos.com/fleet/"
-    with SyncClient(real_etcd.client_url) as c:
-        for unit, target, state in (("web.service", "m1", "launched"),
-                                    ("db.service", "m1", "launched"),
-                                    ("idle.service", "m1", "loaded"),
-                                    ("other.service", "m2", "launched")):
-            c.set(f"{p}job/{unit}/target", target)
-            c.set(f"{p}job/{unit}/target-state", state)
-            c.set(f"{p}job/{unit}/object", json.dumps({"Name": unit}))
-        c.set(f"{p}states/web.service/m1", json.dumps(
-            {"loadState": "loaded", "activeState": "active", "subState": "running"}))
-        c.set(f"{p}states/other.service/m1", json.dumps({"activeState": "failed"}))
+    """fleet's registry in a real etcd, written by corral's fleet registry: the units fleet's
+    agent would run here (targeted here, or global and matching the metadata) and launched
+    count, once this machine's fleet agent is registered on the booted version."""
+    from corral.client.aio import AsyncClient
+    from corral.fleet.registry import JobState, MachineState, UnitStateRecord
+    from corral.fleet.store import Registry
+    from corral.fleet.unitfile import UnitFile
+
+    plain = UnitFile.parse("[Service]\nExecStart=/bin/true\n")
+    web_only = UnitFile.parse("[Service]\nExecStart=/bin/true\n"
+                              "[X-Fleet]\nGlobal=true\nMachineMetadata=role=web\n")
+    everywhere = UnitFile.parse("[Service]\nExecStart=/bin/true\n[X-Fleet]\nGlobal=true\n")
+    version = {"m1": "1.1.0"}
+    view = KvFleetView(real_etcd.client_url, "m1", expected_version=lambda: version["m1"])
 
     async def main() -> None:
-        units = await KvFleetView(real_etcd.client_url, "m1")()
-        assert units == [UnitObservation("db.service"),
-                         UnitObservation("web.service", "active", "running")]
-        assert await KvFleetView(real_etcd.client_url, "m3")() == []
-        assert await KvFleetView(real_etcd.client_url, "m1", prefix="/none/")() == []
+        async with AsyncClient(real_etcd.client_url) as c:
+            reg = Registry(c)
+            assert await view() == [UnitObservation(FLEET_AGENT, "not registered")]
+            await reg.register_machine(MachineState("m1", metadata={"role": "db"},
+                                                    version="1.0.0"), 60)
+            await reg.register_machine(MachineState("m2", version="1.1.0"), 60)
+            assert await view() == [UnitObservation(FLEET_AGENT, "runs 1.0.0")]
+            await reg.beat(MachineState("m1", metadata={"role": "db"}, version="1.1.0"), 60)
+            assert await view() == []
+            for name, unit, state in (("web.service", plain, JobState.LAUNCHED),
+                                      ("db.service", plain, JobState.LAUNCHED),
+                                      ("idle.service", plain, JobState.LOADED),
+                                      ("other.service", plain, JobState.LAUNCHED),
+                                      ("front.service", web_only, JobState.LAUNCHED),
+                                      ("monitor.service", everywhere, JobState.LAUNCHED)):
+                await reg.create_unit(name, unit, state)
+            for name in ("web.service", "db.service", "idle.service"):
+                await reg.schedule_unit(name, "m1")
+            await reg.schedule_unit("other.service", "m2")
+            await reg.save_unit_state("web.service", UnitStateRecord(
+                "loaded", "active", "running", "m1", plain.hash_hex), 60)
+            await reg.save_unit_state("monitor.service", UnitStateRecord(
+                "loaded", "failed", "failed", "m1", everywhere.hash_hex), 60)
+            await reg.save_unit_state("other.service", UnitStateRecord(
+                "loaded", "failed", "failed", "m1", plain.hash_hex), 60)
+            assert await view() == [UnitObservation("db.service"),
+                                    UnitObservation("monitor.service", "failed", "failed"),
+                                    UnitObservation("web.service", "active", "running")]
+            # Another machine's view, and another prefix: nothing of m1's.
+            assert await KvFleetView(real_etcd.client_url, "m2")() == [
+                UnitObservation("monitor.service"), UnitObservation("other.service")]
+            assert await KvFleetView(real_etcd.client_url, "m1", prefix="/none/")() == [
+                UnitObservation(FLEET_AGENT, "not registered")]
 
     asyncio.run(main())
 
