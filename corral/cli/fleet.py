@@ -1,7 +1,10 @@
 """`corral fleet`: fleetctl's verbs, flags, table output, messages and exit codes.
 
 It talks to the KV store directly (fleetctl's ``--driver=etcd``), so it works against a corral
-cluster or a real etcd with no fleetd API in between. Output follows fleet reference §3 (the
+cluster or a real etcd with no fleetd API in between, or to a fleetd's HTTP API
+(``--driver api``, fleetctl's default; :mod:`corral.fleet.api_client`). ``--driver auto``
+(the default) asks the first endpoint once: a fleetd (``Server: fleetd/…``) gets the API,
+anything else the KV store. Output follows fleet reference §3 (the
 tabwriter tables, ``-`` placeholders, machine legends, message texts), with these documented
 differences: unknown commands/flags exit 2 (fleetctl exits 0), and three verbs beyond fleet:
 ``why UNIT``, ``move UNIT MACHINE``, and ``start`` explaining why a unit could not be placed
@@ -27,6 +30,7 @@ import click
 import corral
 from corral.client import ClientError, Timeouts
 from corral.client.aio import AsyncClient
+from corral.fleet.api_client import ApiRegistry, is_fleet_api
 from corral.fleet.ctl import (
     MACHINE_FIELDS,
     UNIT_FIELDS,
@@ -42,7 +46,7 @@ from corral.fleet.ctl import (
 from corral.fleet.errors import FleetError, MoveRefused
 from corral.fleet.registry import DEFAULT_PREFIX, JobState, RegistryUnit
 from corral.fleet.scheduler import ActionKind, SchedUnit, plan_move, why
-from corral.fleet.store import Registry, Snapshot
+from corral.fleet.store import FleetStore, Registry, Snapshot
 from corral.fleet.unitfile import UnitFile, UnitNameInfo, mangle_name, validate_name
 from corral.fleet.xfleet import requirements, unrecognized_keys, validate_options
 
@@ -53,21 +57,39 @@ T = TypeVar("T")
 
 class Ctx:
     def __init__(
-        self, endpoint: str, prefix: str, timeout: float, poll: float, window: float
+        self,
+        endpoint: str,
+        prefix: str,
+        timeout: float,
+        poll: float,
+        window: float,
+        driver: str = "etcd",
     ) -> None:
         self.endpoints = [e.strip() for e in endpoint.split(",") if e.strip()]
         self.prefix = prefix
         self.timeout = timeout
         self.poll = poll  # block-attempt poll period (fleetctl: 250 ms)
         self.window = window  # one block attempt (fleetctl: 2 s)
+        self.driver = driver
 
-    def run(self, fn: Callable[[Registry], Awaitable[T]]) -> T:
+    async def store(self) -> FleetStore:
+        """fleetd's API (``--driver api``, or ``auto`` and the endpoint answers as fleetd)
+        or the KV store."""
+        driver = self.driver
+        if driver == "auto":
+            first = self.endpoints[0] if self.endpoints else ""
+            driver = "api" if first and await is_fleet_api(first, self.timeout) else "etcd"
+        if driver == "api":
+            return ApiRegistry(self.endpoints[0] if self.endpoints else "", self.timeout)
+        return Registry(self.client(), self.prefix)
+
+    def run(self, fn: Callable[[FleetStore], Awaitable[T]]) -> T:
         async def go() -> T:
-            reg = Registry(self.client(), self.prefix)
+            reg = await self.store()
             try:
                 return await fn(reg)
             finally:
-                await reg.kv.close()
+                await reg.close()
 
         try:
             return asyncio.run(go())
@@ -96,7 +118,7 @@ pass_ctx = click.make_pass_decorator(Ctx)
     envvar="FLEETCTL_ENDPOINT",
     default="http://127.0.0.1:2379,http://127.0.0.1:4001",
     show_default=True,
-    help="KV endpoints (comma-separated)",
+    help="KV endpoints (comma-separated), or fleetd's API URL",
 )
 @click.option(
     "--etcd-key-prefix",
@@ -110,6 +132,14 @@ pass_ctx = click.make_pass_decorator(Ctx)
     type=float,
     default=3.0,
     show_default=True,
+)
+@click.option(
+    "--driver",
+    envvar="FLEETCTL_DRIVER",
+    type=click.Choice(["auto", "api", "etcd"]),
+    default="auto",
+    show_default=True,
+    help="api: fleetd's HTTP API at --endpoint; etcd: the KV store; auto: whichever answers",
 )
 @click.option("--block-poll", type=float, default=0.25, hidden=True)
 @click.option("--block-window", type=float, default=2.0, hidden=True)
@@ -125,11 +155,12 @@ def cli(
     endpoint: str,
     etcd_key_prefix: str,
     request_timeout: float,
+    driver: str,
     block_poll: float,
     block_window: float,
 ) -> None:
     """fleet: manage units across the machines of the cluster."""
-    ctx.obj = Ctx(endpoint, etcd_key_prefix, request_timeout, block_poll, block_window)
+    ctx.obj = Ctx(endpoint, etcd_key_prefix, request_timeout, block_poll, block_window, driver)
 
 
 @cli.command()
@@ -164,7 +195,7 @@ def list_machines(c: Ctx, full: bool, no_legend: bool, fields: str) -> None:
     """List the machines that are alive."""
     f = _fields(fields, MACHINE_FIELDS)
 
-    async def go(reg: Registry) -> str:
+    async def go(reg: FleetStore) -> str:
         return machines_table(await reg.machines(), f, full, not no_legend)
 
     try:
@@ -179,12 +210,12 @@ def list_machines(c: Ctx, full: bool, no_legend: bool, fields: str) -> None:
     click.echo(out, nl=False)
 
 
-async def _with(c: Ctx, fn: Callable[[Registry], Awaitable[T]]) -> T:
-    reg = Registry(c.client(), c.prefix)
+async def _with(c: Ctx, fn: Callable[[FleetStore], Awaitable[T]]) -> T:
+    reg = await c.store()
     try:
         return await fn(reg)
     finally:
-        await reg.kv.close()
+        await reg.close()
 
 
 @cli.command("list-units")
@@ -196,7 +227,7 @@ def list_units(c: Ctx, full: bool, no_legend: bool, fields: str) -> None:
     """List the state of units on the machines that run them."""
     f = _fields(fields, UNIT_FIELDS)
 
-    async def go(reg: Registry) -> str:
+    async def go(reg: FleetStore) -> str:
         snap = await reg.snapshot()
         return units_table(snap.states, snap.machines, f, full, not no_legend)
 
@@ -218,7 +249,7 @@ def list_unit_files(c: Ctx, full: bool, no_legend: bool, fields: str) -> None:
     if "tmachine" in f:
         _err('WARNING: The "tmachine" field is deprecated. Use "target" instead')
 
-    async def go(reg: Registry) -> str:
+    async def go(reg: FleetStore) -> str:
         return unit_files_table(await reg.snapshot(), f, full, not no_legend)
 
     try:
@@ -242,7 +273,7 @@ def _path(arg: str, name: str) -> Path:
 
 
 async def _local_or_template(
-    reg: Registry, arg: str, name: str, local_first: bool = False
+    reg: FleetStore, arg: str, name: str, local_first: bool = False
 ) -> UnitFile:
     path = _path(arg, name)
     if path.is_file():
@@ -266,7 +297,7 @@ async def _local_or_template(
 
 
 async def _create(
-    reg: Registry,
+    reg: FleetStore,
     args: Sequence[str],
     replace: bool,
     allowed: set[JobState],
@@ -312,7 +343,7 @@ async def _create(
 
 async def _wait(
     c: Ctx,
-    reg: Registry,
+    reg: FleetStore,
     names: Sequence[str],
     want: JobState,
     attempts: int,
@@ -362,7 +393,7 @@ def _activate(
     verb = "load" if want is JobState.LOADED else "start"
     allowed = {JobState.INACTIVE, JobState.LOADED} if want is JobState.LOADED else set(JobState)
 
-    async def go(reg: Registry) -> int:
+    async def go(reg: FleetStore) -> int:
         try:
             names = await _create(reg, args, replace, allowed)
         except FleetError as exc:
@@ -427,7 +458,7 @@ def submit(c: Ctx, replace: bool, sign: bool, units: Sequence[str]) -> None:
     if not units:
         _fail("No units given", 0)
 
-    async def go(reg: Registry) -> int:
+    async def go(reg: FleetStore) -> int:
         try:
             await _create(reg, units, replace, {JobState.INACTIVE})
         except FleetError as exc:
@@ -473,7 +504,7 @@ def _rolling(c: Ctx, args: Sequence[str], attempts: int) -> NoReturn:
     next is touched; the first that fails or times out ends the roll (the rest keep running
     their old text)."""
 
-    async def one(reg: Registry, arg: str) -> str | None:
+    async def one(reg: FleetStore, arg: str) -> str | None:
         try:
             (name,) = await _create(reg, [arg], True, set(JobState), local_first=True)
         except FleetError as exc:
@@ -505,7 +536,7 @@ def _rolling(c: Ctx, args: Sequence[str], attempts: int) -> NoReturn:
                 )
             await asyncio.sleep(c.poll)
 
-    async def go(reg: Registry) -> int:
+    async def go(reg: FleetStore) -> int:
         for i, arg in enumerate(args):
             err = await one(reg, arg)
             if err is not None:
@@ -525,7 +556,7 @@ def _rolling(c: Ctx, args: Sequence[str], attempts: int) -> NoReturn:
 def _lower(c: Ctx, args: Sequence[str], want: JobState, attempts: int, no_block: bool) -> None:
     verb, past = ("stop", "stopped") if want is JobState.LOADED else ("unload", "unloaded")
 
-    async def go(reg: Registry) -> int:
+    async def go(reg: FleetStore) -> int:
         snap = await reg.snapshot()
         found = [u for name in map(mangle_name, args) for u in snap.units if u.name == name]
         if not found:
@@ -557,7 +588,7 @@ def _lower(c: Ctx, args: Sequence[str], want: JobState, attempts: int, no_block:
 
 
 async def _wait_lower(
-    c: Ctx, reg: Registry, names: list[str], want: JobState, attempts: int
+    c: Ctx, reg: FleetStore, names: list[str], want: JobState, attempts: int
 ) -> list[str]:
     pending = list(names)
     deadline = None if attempts <= 0 else time.monotonic() + attempts * c.window
@@ -606,7 +637,7 @@ def unload(c: Ctx, block_attempts: int, no_block: bool, units: Sequence[str]) ->
 def destroy(c: Ctx, block_attempts: int, no_block: bool, units: Sequence[str]) -> None:
     """Remove units from the cluster (their machines stop and unload them)."""
 
-    async def go(reg: Registry) -> int:
+    async def go(reg: FleetStore) -> int:
         known = {u.name for u in (await reg.units())[0]}
         names = [n for n in map(mangle_name, units) if n in known]
         if not names:
@@ -675,7 +706,7 @@ def status(c: Ctx, units: Sequence[str]) -> None:
     Machines that serve no API (or run no processes) show the state they published.
     """
 
-    async def go(reg: Registry) -> tuple[Snapshot, dict[str, str]]:
+    async def go(reg: FleetStore) -> tuple[Snapshot, dict[str, str]]:
         return await reg.snapshot(), await reg.api_endpoints()
 
     snap, apis = c.run(go)
@@ -741,7 +772,7 @@ def journal(c: Ctx, lines: int, unit_name: str) -> None:
     """Print the last journal lines of UNIT from the machine it runs on."""
     name = mangle_name(unit_name)
 
-    async def go(reg: Registry) -> list[str]:
+    async def go(reg: FleetStore) -> list[str]:
         snap = await reg.snapshot()
         u = next((x for x in snap.units if x.name == name), None)
         if u is None:
@@ -797,7 +828,7 @@ def move(c: Ctx, unit_name: str, machine: str) -> None:
     """Move UNIT to MACHINE (ID or unique prefix) if every placement rule holds there."""
     name = mangle_name(unit_name)
 
-    async def go(reg: Registry) -> str:
+    async def go(reg: FleetStore) -> str:
         snap = await reg.snapshot()
         units = [SchedUnit.from_unit(u.name, u.unit, u.target_state, u.target) for u in snap.units]
         actions = plan_move(snap.machines, units, name, machine)

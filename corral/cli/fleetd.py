@@ -9,9 +9,9 @@ Units run through a unit runner (``--runner``): ``units`` drives the machine's u
 run as processes; ``memory`` is the in-process stand-in (no processes, every start succeeds)
 that scheduling tests use. ``auto`` (the default) picks ``units`` when the socket exists.
 
-``--api-listen HOST:PORT`` serves fleet's HTTP API v1 (read subset) and the status/journal
-extension (:mod:`corral.fleet.api`); the URL is published in the registry for ``corral fleet
-status/journal``. Port 0 picks a free port.
+``--api-listen HOST:PORT`` serves fleet's HTTP API v1 (units read and write, machines, state)
+and the status/journal extension (:mod:`corral.fleet.api`); the URL is published in the
+registry for ``corral fleet status/journal``. Port 0 picks a free port.
 
 SIGTERM/SIGINT: graceful shutdown (units stopped and unloaded, machine key deleted), exit 0.
 """

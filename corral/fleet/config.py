@@ -85,6 +85,8 @@ class FleetConfig:
     agent_reconcile_interval: float = 5.0
     unit_state_interval: float = 1.0
     watch_coalesce: float = 0.05  # after a watch wake-up, let a burst of changes settle
+    # corral: a watch this many indexes behind re-reads the job tree (0: follow every event)
+    watch_lag_limit: int = 0
     public_ip: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
     disable_engine: bool = False
@@ -120,7 +122,7 @@ class FleetConfig:
                     changes[key] = parse_duration(raw)
                 elif key in ("disable_engine", "disable_watches"):
                     changes[key] = _parse_bool(raw)
-                elif key == "verbosity":
+                elif key in ("verbosity", "watch_lag_limit"):
                     changes[key] = int(raw)
                 elif isinstance(getattr(self, key), float):
                     changes[key] = float(raw)

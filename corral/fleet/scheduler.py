@@ -104,6 +104,17 @@ _FITS = Fit(Verdict.SCHEDULE)
 _REQ_CACHE: dict[tuple[bytes, str], Requirements] = {}
 
 
+def cached_requirements(unit: UnitFile, name: str) -> Requirements:
+    """:func:`xfleet.requirements`, memoized on (unit hash, name)."""
+    key = (unit.hash, name)
+    req = _REQ_CACHE.get(key)
+    if req is None:
+        if len(_REQ_CACHE) > 50_000:
+            _REQ_CACHE.clear()
+        req = _REQ_CACHE[key] = requirements(unit, name)
+    return req
+
+
 @dataclass(frozen=True)
 class SchedUnit:
     """A unit as the scheduler sees it: name, rules, desired state, current placement."""
@@ -117,13 +128,7 @@ class SchedUnit:
     def from_unit(
         cls, name: str, unit: UnitFile, target_state: JobState, target: str = ""
     ) -> SchedUnit:
-        key = (unit.hash, name)
-        req = _REQ_CACHE.get(key)
-        if req is None:
-            if len(_REQ_CACHE) > 50_000:
-                _REQ_CACHE.clear()
-            req = _REQ_CACHE[key] = requirements(unit, name)
-        return cls(name, req, target_state, target)
+        return cls(name, cached_requirements(unit, name), target_state, target)
 
     @property
     def is_global(self) -> bool:

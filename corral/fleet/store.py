@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from corral.client import EtcdError, KeyNotFound, Node
 from corral.client.aio import AsyncClient
+from corral.client.protocol import KeyResult
 from corral.fleet.registry import (
     ENGINE_VERSION,
     JobState,
@@ -31,6 +32,7 @@ from corral.fleet.registry import (
     decode_lease,
     decode_machines,
     decode_states,
+    decode_unit_blob,
     decode_units,
     encode_job_object,
     encode_lease,
@@ -39,9 +41,10 @@ from corral.fleet.registry import (
     encode_unit_state,
 )
 from corral.fleet.unitfile import UnitFile
+from corral.fleet.view import JobsView
 from corral.fleet.xfleet import requirements
 
-__all__ = ["KV", "Registry", "Snapshot", "node_json", "sleep_or"]
+__all__ = ["KV", "FleetStore", "Registry", "Snapshot", "node_json", "sleep_or"]
 
 KEY_NOT_FOUND = 100
 TEST_FAILED = 101
@@ -73,6 +76,7 @@ class KV:
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
         self.requests = 0
+        self._written: dict[str, str] = {}  # TTL keys this client set, for refresh()
 
     async def get(self, key: str, *, recursive: bool = False) -> dict[str, Any] | None:
         self.requests += 1
@@ -90,29 +94,61 @@ class KV:
         ttl: float | None = None,
         prev_exist: bool | None = None,
         prev_value: str | None = None,
-    ) -> None:
+    ) -> int:
+        """Returns the write's etcd index."""
         self.requests += 1
         # v2 TTLs are whole seconds; round up so a key never expires before its period
         whole = None if ttl is None else max(1, math.ceil(ttl))
-        await self.client.set(key, value, ttl=whole, prev_exist=prev_exist, prev_value=prev_value)
+        r = await self.client.set(
+            key, value, ttl=whole, prev_exist=prev_exist, prev_value=prev_value
+        )
+        return _index(r)
+
+    async def set_ttl(self, key: str, value: str, ttl: float) -> None:
+        """Set a TTL key and remember the value, so :meth:`refresh` may extend it."""
+        await self.set(key, value, ttl=ttl)
+        self._written[key] = value
+
+    async def refresh(self, key: str, value: str, ttl: float) -> None:
+        """Extend a TTL without a watch event when this client last wrote ``value`` there
+        (v2 ``refresh=true&prevExist=true``: "refreshes the TTL without notifying
+        watchers"), else — or if the key expired — set it. The key holds ``value`` with
+        ``ttl`` either way, as fleet's periodic ``Set`` leaves it, but watchers of the
+        subtree do not fetch an event for every refresh."""
+        if self._written.get(key) == value:
+            self.requests += 1
+            try:
+                await self.client.refresh(key, max(1, math.ceil(ttl)), prev_exist=True)
+                return
+            except KeyNotFound:
+                pass
+        await self.set_ttl(key, value, ttl)
 
     async def delete(
         self, key: str, *, recursive: bool = False, prev_value: str | None = None
-    ) -> None:
+    ) -> int:
+        """Returns the delete's etcd index."""
         self.requests += 1
+        self._written.pop(key, None)
         if prev_value is not None:
-            await self.client.compare_and_delete(key, prev_value=prev_value)
-        else:
-            await self.client.delete(key, recursive=recursive)
+            return _index(await self.client.compare_and_delete(key, prev_value=prev_value))
+        return _index(await self.client.delete(key, recursive=recursive))
 
     async def close(self) -> None:
         await self.client.aclose()
 
 
+def _index(r: KeyResult) -> int:
+    return r.node.modified_index if r.node is not None else r.etcd_index
+
+
 async def sleep_or(event: asyncio.Event, seconds: float) -> bool:
     """Waits ``seconds`` or until ``event`` is set; True if the event fired."""
     try:
-        await asyncio.wait_for(event.wait(), timeout=max(0.0, seconds))
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
+        # arrives as the event fires, and a stopped machine would then never stop
+        async with asyncio.timeout(max(0.0, seconds)):
+            await event.wait()
     except TimeoutError:
         return False
     return True
@@ -143,11 +179,48 @@ def _is_global(unit: RegistryUnit) -> bool:
     return requirements(unit.unit, unit.name).is_global
 
 
+class FleetStore(Protocol):
+    """The registry operations ``corral fleet`` uses: :class:`Registry` (the KV store, like
+    ``fleetctl --driver=etcd``) or :class:`corral.fleet.api_client.ApiRegistry` (fleetd's
+    HTTP API, fleetctl's default driver)."""
+
+    async def units(self) -> tuple[list[RegistryUnit], list[str]]: ...
+
+    async def unit(self, name: str) -> RegistryUnit | None: ...
+
+    async def snapshot(self) -> Snapshot: ...
+
+    async def machines(self) -> list[MachineState]: ...
+
+    async def api_endpoints(self) -> dict[str, str]: ...
+
+    async def create_unit(
+        self, name: str, unit: UnitFile, target_state: JobState = JobState.INACTIVE
+    ) -> None: ...
+
+    async def set_target_state(self, name: str, state: JobState) -> None: ...
+
+    async def destroy_unit(self, name: str) -> bool: ...
+
+    async def schedule_unit(self, name: str, machine_id: str) -> bool: ...
+
+    async def unschedule_unit(self, name: str, machine_id: str) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
 class Registry:
     def __init__(self, client: AsyncClient | KV, prefix: str = Keys().prefix) -> None:
         self.kv = client if isinstance(client, KV) else KV(client)
         self.keys = Keys(prefix)
         self._parsed: dict[str, UnitFile] = {}  # blob hash → parsed unit (immutable)
+        self._bad_blobs: set[str] = set()
+        # unit → (machine, "" when unscheduled; etcd index) of this registry's scheduling
+        # writes, for a reader whose view of job/ may not show them yet
+        self.target_writes: dict[str, tuple[str, int]] = {}
+
+    async def close(self) -> None:
+        await self.kv.close()
 
     # --- units --------------------------------------------------------------------------------
 
@@ -158,6 +231,29 @@ class Registry:
         if any(p.startswith("No Unit found") for p in problems):
             blobs = await self.kv.get(self.keys.unit_blobs, recursive=True)
             units, problems = decode_units(jobs, blobs, self._parsed)
+        return units, problems
+
+    def parsed(self, hash_hex: str) -> UnitFile | None:
+        """A unit blob already read (blobs never change: their key is their hash)."""
+        return self._parsed.get(hash_hex)
+
+    async def units_from_view(self, view: JobsView) -> tuple[list[RegistryUnit], list[str]]:
+        """``units()`` answered from a followed ``job/`` view; only blobs not seen before
+        are read, one key each."""
+        units, problems, missing = view.units(self._parsed)
+        fetched = False
+        for h in sorted(missing - self._bad_blobs):
+            node = await self.kv.get(self.keys.unit_blob(h))
+            if node is None:
+                continue  # a job whose blob is not written (yet): skipped, as fleet does
+            try:
+                self._parsed[h] = decode_unit_blob(str(node.get("value", "")))
+            except Exception:  # any bad blob is reported as missing, never fatal
+                self._bad_blobs.add(h)
+                continue
+            fetched = True
+        if fetched:
+            units, problems, _ = view.units(self._parsed)
         return units, problems
 
     async def unit(self, name: str) -> RegistryUnit | None:
@@ -198,22 +294,28 @@ class Registry:
 
     async def schedule_unit(self, name: str, machine_id: str) -> bool:
         try:
-            await self.kv.set(self.keys.job_target(name), machine_id, prev_exist=False)
+            index = await self.kv.set(self.keys.job_target(name), machine_id, prev_exist=False)
         except KVError as exc:
             _ignore(exc, NODE_EXIST)
             return False
+        self.target_writes[name] = (machine_id, index)
         return True
 
     async def unschedule_unit(self, name: str, machine_id: str) -> bool:
         try:
-            await self.kv.delete(self.keys.job_target(name), prev_value=machine_id)
+            index = await self.kv.delete(self.keys.job_target(name), prev_value=machine_id)
         except KVError as exc:
             _ignore(exc, KEY_NOT_FOUND, TEST_FAILED)
             return False
+        self.target_writes[name] = ("", index)
         return True
 
     async def set_heartbeat(self, name: str, machine_id: str, ttl: float) -> None:
-        await self.kv.set(self.keys.job_heartbeat(name), machine_id, ttl=ttl)
+        await self.kv.set_ttl(self.keys.job_heartbeat(name), machine_id, ttl)
+
+    async def refresh_heartbeat(self, name: str, machine_id: str, ttl: float) -> None:
+        """The periodic "launched" heartbeat: a TTL refresh while the value is ours."""
+        await self.kv.refresh(self.keys.job_heartbeat(name), machine_id, ttl)
 
     async def clear_heartbeat(self, name: str, machine_id: str) -> None:
         try:
@@ -241,12 +343,7 @@ class Registry:
 
     async def beat(self, ms: MachineState, ttl: float) -> None:
         """Refresh presence, re-creating the key if it expired."""
-        value = encode_machine_state(ms)
-        try:
-            await self.kv.set(self.keys.machine_object(ms.id), value, ttl=ttl, prev_exist=True)
-        except KVError as exc:
-            _ignore(exc, KEY_NOT_FOUND)
-            await self.kv.set(self.keys.machine_object(ms.id), value, ttl=ttl, prev_exist=False)
+        await self.kv.refresh(self.keys.machine_object(ms.id), encode_machine_state(ms), ttl)
 
     async def remove_machine(self, machine_id: str) -> None:
         try:
@@ -281,9 +378,10 @@ class Registry:
     # --- unit states --------------------------------------------------------------------------
 
     async def save_unit_state(self, name: str, rec: UnitStateRecord, ttl: float) -> None:
+        """Publish (or, unchanged, refresh) a unit's state and the legacy key."""
         value = encode_unit_state(rec)
-        await self.kv.set(self.keys.unit_state(name, rec.machine_id), value, ttl=ttl)
-        await self.kv.set(self.keys.legacy_state(name), value, ttl=ttl)
+        await self.kv.refresh(self.keys.unit_state(name, rec.machine_id), value, ttl)
+        await self.kv.refresh(self.keys.legacy_state(name), value, ttl)
 
     async def remove_unit_state(self, name: str, machine_id: str) -> None:
         try:
