@@ -165,6 +165,7 @@ async def _serve_proxy(config: EtcdConfig, stop: asyncio.Event) -> None:
     from aiohttp import web
 
     from corral.kv.cluster import parse_initial_cluster
+    from corral.kv.go_http import app_runner
     from corral.kv.proxy import Proxy, ProxySettings, read_cluster_file
 
     v = config.values
@@ -211,15 +212,7 @@ async def _serve_proxy(config: EtcdConfig, stop: asyncio.Event) -> None:
         )
     )
     await proxy.start()
-    runner = web.AppRunner(
-        proxy.make_app(),
-        handle_signals=False,
-        handler_cancellation=True,
-        access_log=None,
-        max_line_size=1 << 20,
-        max_field_size=1 << 20,
-        shutdown_timeout=1.0,
-    )
+    runner = app_runner(proxy.make_app(), shutdown_timeout=1.0)
     try:
         await runner.setup()
         for url, (host, port) in zip(

@@ -55,6 +55,7 @@ from corral.kv.commands import (
 from corral.kv.errors import V2Error
 from corral.kv.events import Action, Event, render_event
 from corral.kv.flags import CLUSTER_VERSION, ETCD_VERSION
+from corral.kv.go_http import TEXT_PLAIN, app_runner, bad_request_path, no_server_header
 from corral.kv.keyspace import Keyspace
 from corral.kv.params import (
     MAX_FORM_BYTES,
@@ -119,7 +120,7 @@ _CORS = {
     "Access-Control-Allow-Methods": "POST, GET, OPTIONS, PUT, DELETE",
     "Access-Control-Allow-Headers": "accept, content-type, authorization",
 }
-_TEXT = "text/plain; charset=utf-8"
+_TEXT = TEXT_PLAIN
 _JSON = "application/json"
 _KEYS_METHODS = "HEAD,GET,PUT,POST,DELETE"
 _INT64 = 1 << 64
@@ -356,10 +357,7 @@ class ClientAPI:
         try:
             path = decode_path(raw_path.encode("latin-1", "replace"))
         except EscapeError:
-            resp = web.Response(status=400, body=b"400 Bad Request")
-            resp.headers["Content-Type"] = _TEXT
-            resp.force_close()
-            return resp
+            return bad_request_path()
         if request.method == "OPTIONS":
             resp = web.Response(status=200)
             resp.headers.update(_CORS)
@@ -666,8 +664,6 @@ class ClientAPI:
         return self._resp(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
 
 
-async def _no_server_header(_: web.Request, resp: web.StreamResponse) -> None:
-    resp.headers.popall("Server", None)
 
 
 API_KEY = web.AppKey("corral_client_api", ClientAPI)
@@ -677,7 +673,7 @@ def make_app(member: KVMember) -> web.Application:
     """The aiohttp application serving etcd's client API for `member`."""
     api = ClientAPI(member)
     app = web.Application(client_max_size=MAX_FORM_BYTES + 1)
-    app.on_response_prepare.append(_no_server_header)
+    app.on_response_prepare.append(no_server_header)
     app.router.add_route("*", "/{tail:.*}", api.handle)
     app[API_KEY] = api
     app.on_shutdown.append(api.close_watches)
@@ -691,16 +687,7 @@ async def serve(member: KVMember, hosts_ports: list[tuple[str, int]]) -> web.App
     ready = getattr(member, "ready", None)
     if ready is not None:
         await ready()
-    # Go's server takes request lines and headers up to 1 MiB (DefaultMaxHeaderBytes).
-    runner = web.AppRunner(
-        make_app(member),
-        handle_signals=False,
-        handler_cancellation=True,
-        access_log=None,
-        max_line_size=1 << 20,
-        max_field_size=1 << 20,
-        shutdown_timeout=5.0,
-    )
+    runner = app_runner(make_app(member), shutdown_timeout=5.0)
     await runner.setup()
     for host, port in hosts_ports:
         site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)

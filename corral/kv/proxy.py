@@ -48,6 +48,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from corral.kv.go_http import TEXT_PLAIN, bad_request_path, no_server_header
 from corral.kv.params import EscapeError, clean_path, decode_path
 
 __all__ = [
@@ -84,7 +85,7 @@ _CORS = (
     ("Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE"),
     ("Access-Control-Allow-Headers", "accept, content-type, authorization"),
 )
-_TEXT = "text/plain; charset=utf-8"
+_TEXT = TEXT_PLAIN
 
 
 class ProxyError(Exception):
@@ -338,7 +339,7 @@ class Proxy:
     # -- HTTP --------------------------------------------------------------------------------
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 30)
-        app.on_response_prepare.append(_no_server_header)
+        app.on_response_prepare.append(no_server_header)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
 
@@ -347,10 +348,7 @@ class Proxy:
         try:
             path = decode_path(raw_path.encode("latin-1", "replace"))
         except EscapeError:
-            resp = web.Response(status=400, body=b"400 Bad Request")
-            resp.headers["Content-Type"] = _TEXT
-            resp.force_close()
-            return resp
+            return bad_request_path()
         # Go's ServeMux (the outer mux, before CORS and readonly): canonical paths only.
         cleaned = clean_path(path)
         if cleaned != path:
@@ -502,5 +500,3 @@ def _redirect(method: str, cleaned: str, raw_query: str) -> web.Response:
     return resp
 
 
-async def _no_server_header(_: web.Request, resp: web.StreamResponse) -> None:
-    resp.headers.popall("Server", None)
