@@ -843,6 +843,20 @@ def step_updates(t: Tour) -> None:
          "hello is active everywhere again")
 
 
+def _corral_command() -> str:
+    """How the user runs corral from here: `corral` when it is on PATH (an activated venv),
+    else the venv's script by its path relative to the working folder (after `make demo`)."""
+    script = Path(sys.executable).with_name("corral")
+    found = shutil.which("corral")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "corral"
+    if not script.exists():
+        return f"{sys.executable} -m corral"
+    with contextlib.suppress(ValueError):
+        return os.path.relpath(script)
+    return str(script)
+
+
 STEPS: dict[str, Callable[[Tour], None]] = {
     "kv": step_kv,
     "discovery": step_discovery,
@@ -941,15 +955,17 @@ def cli(directory: Path, machines: int, steps: str, fleet: str, stop: bool,
     if stop:
         stop_cluster(load_state(plan.directory), say=console.print)
     else:
+        c = _corral_command()
+        # soft_wrap: the commands stay whole lines a user can copy, whatever the width.
         console.print(
             "The cluster is still running. Look around:\n"
-            f"  corral kv --endpoints {plan.endpoints} ls --recursive /\n"
-            f"  corral fleet --endpoint {plan.endpoints} list-units\n"
-            f"  corral units --root {plan.machines[0].root} list\n"
-            f"  corral units --root {plan.machines[0].root} cat www-announce\n"
-            f"  corral update status --root {plan.machines[0].root}\n"
-            f"  corral updatectl --server {plan.update_url} rollout status\n"
-            f"Logs: {plan.directory}/*.log and `corral units --root DIR journal UNIT`\n"
-            f"Stop it: corral down --dir {plan.directory}", markup=False)
+            f"  {c} kv --endpoints {plan.endpoints} ls --recursive /\n"
+            f"  {c} fleet --endpoint {plan.endpoints} list-units\n"
+            f"  {c} units --root {plan.machines[0].root} list\n"
+            f"  {c} units --root {plan.machines[0].root} cat www-announce\n"
+            f"  {c} update status --root {plan.machines[0].root}\n"
+            f"  {c} updatectl --server {plan.update_url} rollout status\n"
+            f"Logs: {plan.directory}/*.log and `{c} units --root DIR journal UNIT`\n"
+            f"Stop it: {c} down --dir {plan.directory}", markup=False, soft_wrap=True)
     if not good:
         raise click.ClickException("some steps of the tour failed (see above)")
