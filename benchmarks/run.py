@@ -30,13 +30,30 @@ WORKLOADS = [
 ]
 
 
-def measure(kind: str, members: int, w: Workload, procs: int) -> LoadResult:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (proc(5), fields 14 and 15)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(kind: str, members: int, w: Workload, procs: int) -> tuple[LoadResult, float]:
+    """One round on a fresh cluster: the load's result and the members' CPU ms per answer.
+
+    CPU per answer (all members together, load generator excluded) is steadier than latency
+    on a shared machine: it does not include time spent waiting for a core."""
     command = real_etcd_command() if kind == "etcd" else corral_etcd_command()
     with (
         tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as tmp,
         start_cluster(command, Path(tmp), size=members, prefix=kind) as cluster,
     ):
-        return run_load([m.client_url for m in cluster], w, procs=procs)
+        pids = [m.proc.pid for m in cluster if m.proc is not None]
+        before = sum(cpu_seconds(p) for p in pids)
+        result = run_load([m.client_url for m in cluster], w, procs=procs)
+        used = sum(cpu_seconds(p) for p in pids) - before
+        return result, used * 1000 / result.ops if result.ops else 0.0
 
 
 def median_result(results: list[LoadResult]) -> tuple[float, float, float]:
@@ -75,10 +92,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         w = Workload(base.op, base.clients, duration=args.duration)
         res: dict[str, list[LoadResult]] = {"etcd": [], "corral": []}
+        cpu: dict[str, list[float]] = {"etcd": [], "corral": []}
         for _ in range(args.rounds):
             for kind in ("etcd", "corral"):
                 try:
-                    r = measure(kind, args.members, w, args.procs)
+                    r, cpu_ms = measure(kind, args.members, w, args.procs)
                 except Exception as exc:  # a server that cannot run this workload is reported
                     notes.append(f"{w.label}: {kind} failed: {exc!s:.300}")
                     break
@@ -86,14 +104,17 @@ def main(argv: list[str] | None = None) -> int:
                     notes.append(f"{w.label}: {kind} answered nothing ({r.errors} errors)")
                     continue
                 res[kind].append(r)
+                cpu[kind].append(cpu_ms)
         if not res["etcd"] or not res["corral"]:
-            rows.append(f"| {w.label} | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
+            rows.append(f"| {w.label} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
             continue
         e, c = median_result(res["etcd"]), median_result(res["corral"])
         errs = sum(r.errors for r in res["corral"])
+        ecpu, ccpu = statistics.median(cpu["etcd"]), statistics.median(cpu["corral"])
         rows.append(
             f"| {w.label} | {e[0]:.0f} | {c[0]:.0f} | {c[0] / e[0]:.2f}× | {e[1]:.2f} / {e[2]:.2f} "
-            f"| {c[1]:.2f} / {c[2]:.2f} | {c[1] / e[1]:.2f}× / {c[2] / e[2]:.2f}× | {errs} |"
+            f"| {c[1]:.2f} / {c[2]:.2f} | {c[1] / e[1]:.2f}× / {c[2] / e[2]:.2f}× "
+            f"| {ecpu:.2f} / {ccpu:.2f} | {errs} |"
         )
         print(rows[-1], flush=True)
 
@@ -110,9 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{cmd.strip()}` (what `make bench` runs).",
         "",
         "| workload | etcd ops/s | corral ops/s | ratio | etcd p50 / p99 ms | corral p50 / p99 ms "
-        "| latency ratio p50 / p99 | corral errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| latency ratio p50 / p99 | CPU ms per op etcd / corral | corral errors |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
+        "",
+        "CPU ms per op: user + system CPU of all members together per answered request "
+        "(medians; the load generator is not counted).",
         "",
     ]
     if notes:
