@@ -34,7 +34,7 @@ from corral.client.errors import (
     Unauthorized,
     UsageError,
 )
-from corral.client.protocol import KeyResult, Member, Node, Request, WatchCursor
+from corral.client.protocol import KeyResult, Member, Node, RawAnswer, Request, WatchCursor
 from corral.client.sync import SyncClient, Timeouts
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "OutcomeUnknown",
     "ProtocolError",
     "RaftInternalError",
+    "RawAnswer",
     "Request",
     "RootReadOnly",
     "SyncClient",

@@ -7,8 +7,7 @@ any failure; writes only when the connection could not be opened, otherwise they
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -25,17 +24,10 @@ from corral.client.errors import (
     RaftInternalError,
     UsageError,
 )
-from corral.client.protocol import Failure, KeyResult, Member, Request
+from corral.client.protocol import Failure, KeyResult, Member, RawAnswer, Request
 from corral.client.sync import Timeouts
 
 __all__ = ["AsyncClient"]
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
 
 
 class _TransportFailure(Exception):
@@ -82,7 +74,7 @@ class AsyncClient:
         return self._session
 
     async def _exchange(self, endpoint: str, request: Request,
-                        read_secs: float | None) -> _Answer:
+                        read_secs: float | None) -> RawAnswer:
         t = aiohttp.ClientTimeout(total=None, sock_connect=self.timeouts.connect,
                                   sock_read=read_secs)
         headers = {**request.headers(), **self._auth}
@@ -92,14 +84,20 @@ class AsyncClient:
                 headers=headers, timeout=t, allow_redirects=False,
             ) as resp:
                 body = await resp.read()
-                return _Answer(resp.status, {k.lower(): v for k, v in resp.headers.items()},
+                return RawAnswer(resp.status, {k.lower(): v for k, v in resp.headers.items()},
                                body)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise _TransportFailure(Failure.NOT_SENT, _as_oserror(exc)) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise _TransportFailure(Failure.SENT, exc) from exc
 
-    async def _send(self, request: Request) -> _Answer:
+    async def send_raw(self, request: Request) -> RawAnswer:
+        """The client's request path (endpoint order, failover, retry rules, timeouts,
+        OutcomeUnknown) with the answer left undecoded: for callers that decode large
+        answers themselves (fleet's registry reads) or handle etcd's errors one by one."""
+        return await self._send(request)
+
+    async def _send(self, request: Request) -> RawAnswer:
         read_secs = self.timeouts.watch if request.watch else self.timeouts.request
         errors: list[tuple[str, BaseException]] = []
         answered: ClientError | None = None
@@ -254,7 +252,7 @@ class AsyncClient:
         return self.pool.endpoints
 
 
-def _server_error(request: Request, answer: _Answer) -> ClientError:
+def _server_error(request: Request, answer: RawAnswer) -> ClientError:
     try:
         if request.parse is p.Parse.KEYS:
             p.parse_keys(answer.status, answer.headers, answer.body)

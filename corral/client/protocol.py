@@ -92,6 +92,15 @@ class Parse(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class RawAnswer:
+    """An answer as the server sent it: status, headers (lower-case names) and body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Request:
     """One HTTP request to one etcd endpoint (the endpoint itself is chosen by the shell)."""
 

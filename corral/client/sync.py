@@ -15,7 +15,7 @@ from __future__ import annotations
 import http.client
 import select
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,7 +32,7 @@ from corral.client.errors import (
     RaftInternalError,
     UsageError,
 )
-from corral.client.protocol import Failure, KeyResult, Member, Request
+from corral.client.protocol import Failure, KeyResult, Member, RawAnswer, Request
 
 __all__ = ["SyncClient", "Timeouts"]
 
@@ -51,13 +51,6 @@ class _TransportFailure(Exception):
         super().__init__(str(exc))
         self.failure = failure
         self.exc = exc
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
 
 
 def _dropped(sock: socket.socket | None) -> bool:
@@ -121,7 +114,7 @@ class SyncClient:
         conn.sock.settimeout(read_timeout)
         return conn
 
-    def _exchange(self, endpoint: str, request: Request, timeout: float | None) -> _Answer:
+    def _exchange(self, endpoint: str, request: Request, timeout: float | None) -> RawAnswer:
         conn: http.client.HTTPConnection
         keep = not request.watch
         pooled = None if request.watch else self._conns.pop(endpoint, None)
@@ -148,9 +141,9 @@ class SyncClient:
             self._conns[endpoint] = conn
         else:
             conn.close()
-        return _Answer(resp.status, headers, body)
+        return RawAnswer(resp.status, headers, body)
 
-    def _send(self, request: Request, timeout: float | None = -1.0) -> tuple[str, _Answer]:
+    def _send(self, request: Request, timeout: float | None = -1.0) -> tuple[str, RawAnswer]:
         """Send to the pinned endpoint, failing over as `may_retry` allows."""
         if timeout == -1.0:
             timeout = self.timeouts.watch if request.watch else self.timeouts.request
@@ -338,7 +331,7 @@ class SyncClient:
         return self.pool.endpoints
 
 
-def _server_error(request: Request, answer: _Answer) -> ClientError:
+def _server_error(request: Request, answer: RawAnswer) -> ClientError:
     """The exception a 5xx answer stands for."""
     try:
         if request.parse is p.Parse.KEYS:

@@ -99,9 +99,7 @@ class Follower:
         would more than double that."""
         self.kv.requests += 1
         client = self.kv.client
-        # the client's own request path (endpoint pool, failover, timeouts, errors); its
-        # answer is kept raw here
-        a = await client._send(p.req_get(self.view.root, recursive=True))
+        a = await client.send_raw(p.req_get(self.view.root, recursive=True))
         if a.status == 200:
             try:
                 data = json.loads(a.body)
@@ -162,7 +160,7 @@ class Follower:
         while True:
             request = p.req_watch(self.view.root, wait_index=self.view.index + 1, recursive=True)
             try:
-                a = await client._send(request)
+                a = await client.send_raw(request)
             except ClusterUnavailable as exc:
                 # a quiet subtree times the long poll out everywhere: poll again
                 if exc.errors and all(isinstance(e, TimeoutError) for _, e in exc.errors):
