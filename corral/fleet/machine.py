@@ -364,24 +364,38 @@ class FleetMachine:
                 self._agent_cache[name] = JobState.LOADED
                 await self.runner.write(name, t.unit_file)
             elif t.type is TaskType.START:
-                self._agent_cache[name] = JobState.LAUNCHED
-                await self.registry.set_heartbeat(name, self.id, self.config.agent_ttl)
-                self._beats[name] = self.clock()
+                # fleet's startUnit ignores the heartbeat's error (the publisher writes it
+                # again next period); the cache says "launched" only once the runner has
+                # started the unit, so a failed round is planned again, never forgotten.
+                await self._heartbeat(name, set_it=True)
                 await self.runner.start(name)
+                self._agent_cache[name] = JobState.LAUNCHED
+                self._beats[name] = self.clock()
             elif t.type is TaskType.STOP:
-                self._agent_cache[name] = JobState.LOADED
                 self._beats.pop(name, None)
-                await self.registry.clear_heartbeat(name, self.id)
+                await self._heartbeat(name, set_it=False)
                 await self.runner.stop(name)
+                self._agent_cache[name] = JobState.LOADED
             elif t.type is TaskType.UNLOAD:
                 self._beats.pop(name, None)
-                self._agent_cache.pop(name, None)
-                await self.registry.clear_heartbeat(name, self.id)
+                await self._heartbeat(name, set_it=False)
                 await self.runner.stop(name)
                 await self.runner.remove(name)
+                self._agent_cache.pop(name, None)
             else:
                 await self.runner.reload()
             log.info("AgentReconciler completed task: %s", t)
+
+    async def _heartbeat(self, name: str, *, set_it: bool) -> None:
+        """Set or clear a unit's "launched here" heartbeat, best effort as fleet's agent does
+        (UnitHeartbeat / ClearUnitHeartbeat errors are not the task's)."""
+        try:
+            if set_it:
+                await self.registry.set_heartbeat(name, self.id, self.config.agent_ttl)
+            else:
+                await self.registry.clear_heartbeat(name, self.id)
+        except (FleetError, ClientError, OSError) as exc:
+            log.warning("agent %s: heartbeat of %s: %s", self.id, name, exc)
 
     # --- unit states --------------------------------------------------------------------------
 
