@@ -174,7 +174,13 @@ class Nemesis:
     def restart(self, i: int) -> None:
         m = self.members[i]
         m.start()
-        m.wait_ready(self.restart_timeout)
+        try:
+            m.wait_ready(self.restart_timeout)
+        except (TimeoutError, RuntimeError):
+            # Never leave a half-started member holding its data dir's lock: the next
+            # restart would fail on the lock instead of showing why this one hung.
+            m.kill()
+            raise
         self._killed.discard(i)
         self.counts["restart"] += 1
 
@@ -229,12 +235,25 @@ class Nemesis:
         self.counts["partition-one-way" if one_way else "partition-full"] += 1
 
     def heal_network(self) -> None:
+        """Clear every live member's drop lists. A member that does not answer (a busy
+        machine) is asked again until `restart_timeout`: a partition left behind on one side
+        would keep a restarted peer from ever reaching quorum."""
         if not self._partitioned:
             return
-        for j in range(len(self.members)):
-            if j not in self._killed:
-                with contextlib.suppress(NemesisError):
+        pending = [j for j in range(len(self.members)) if j not in self._killed]
+        deadline = time.monotonic() + self.restart_timeout
+        while pending:
+            failed = []
+            for j in pending:
+                try:
                     self._set_faults(j, [], [])
+                except NemesisError:
+                    failed.append(j)
+            pending = failed
+            if pending and time.monotonic() > deadline:
+                raise NemesisError(f"could not clear the partition on members {pending}")
+            if pending:
+                time.sleep(0.2)
         self._partitioned = False
 
     # -- steps
