@@ -774,9 +774,12 @@ def step_updates(t: Tour) -> None:
         raise StepFailed("no app unit was seen moving off a rebooting machine")
     t.ok("updates", "while a machine rebooted its fleet units moved and were active elsewhere: "
          + ", ".join(f"{u.removesuffix('.service')} {a}→{b}" for u, a, b in w.moved))
-    w.until(lambda: units_up() and all(
-        t.call(n, "GET", "/health", timeout=2)[1].get("health") == "true" for n in names),
-        "the KV cluster healthy and every fleet unit active", 90)
+    try:
+        w.until(lambda: units_up() and all(
+            t.call(n, "GET", "/health", timeout=2)[1].get("health") == "true" for n in names),
+            "the KV cluster healthy and every fleet unit active", 90)
+    except StepFailed as exc:
+        raise StepFailed(f"{exc}; fleet unit states: {_fleet_states(t)}") from None
     t.corral("fleet", "--endpoint", ep, "list-units")
     t.ok("updates", "the KV cluster is healthy on 1.1.0; hello, "
          + ", ".join(sorted(u.removesuffix(".service") for u in apps)) + " active")

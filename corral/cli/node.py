@@ -46,6 +46,8 @@ async def _run(node: Node) -> None:
               help="RestartSec= of corral's service units.")
 @click.option("--slot-poll", default=1.0, show_default=True, type=float,
               help="Seconds between checks of the update agent's booted slot.")
+@click.option("--reboot-pause", default=0.0, show_default=True, type=float,
+              help="Seconds a reboot keeps the machine's services down (between stop and start).")
 def cli(
     root: Path | None,
     config_file: Path,
@@ -53,6 +55,7 @@ def cli(
     apply_only: bool,
     restart_sec: float,
     slot_poll: float,
+    reboot_pause: float,
 ) -> None:
     """Boot one machine under --root from its #cloud-config."""
     try:
@@ -71,7 +74,8 @@ def cli(
         root = Path(configured)
     try:
         node = Node(root, data, python=sys.executable, allow_host_root=allow_host_root,
-                    say=_say, restart_sec=restart_sec, slot_poll=slot_poll)
+                    say=_say, restart_sec=restart_sec, slot_poll=slot_poll,
+                    reboot_pause=reboot_pause)
         node.prepare()
         if apply_only:
             return

@@ -100,6 +100,7 @@ class Node:
         say: Say = print,
         restart_sec: float = 1.0,
         slot_poll: float = 1.0,
+        reboot_pause: float = 0.0,
         default_hostname: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> None:
@@ -115,6 +116,7 @@ class Node:
         self.say = say
         self.restart_sec = restart_sec
         self.slot_poll = slot_poll
+        self.reboot_pause = reboot_pause
         self.default_hostname = default_hostname or socket.gethostname()
         self.metadata = dict(LOOPBACK_METADATA if metadata is None else metadata)
         self.config: CloudConfig | None = None
@@ -315,6 +317,11 @@ class Node:
                 await runner.stop_unit(service.value, wait=True)
             except UnitError as err:
                 self.say(f"stop {service.value} failed: {err}")
+        if self.reboot_pause > 0:
+            # A real reboot keeps the machine away for a while (firmware, kernel, boot):
+            # long enough for fleet to see it gone and run its units elsewhere.
+            self.say(f"down for {self.reboot_pause:g} s, as a reboot would be")
+            await asyncio.sleep(self.reboot_pause)
         for service in restart:
             await self._job(runner, "start", service.value)
 

@@ -139,10 +139,22 @@ def _provision(state: ClusterState, say: Say) -> None:
         " machines")
 
 
+def reboot_pause(agent_ttl: str) -> float:
+    """How long a rebooting machine stays away: fleet's agent TTL and a few engine rounds,
+    so its units are seen running elsewhere, as on real machines whose reboot takes longer."""
+    from corral.fleet.config import ConfigError, parse_duration
+
+    try:
+        return parse_duration(agent_ttl) + 3.0
+    except ConfigError:
+        return 8.0
+
+
 def start_machine(state: ClusterState, m: MachinePlan) -> int:
     """Start (or restart) machine `m`'s `corral node`; record its pid."""
     pid = _spawn([sys.executable, "-m", "corral", "node", "--root", str(m.root),
-                  "--cloud-config", str(m.config_path)], m.log_path)
+                  "--cloud-config", str(m.config_path),
+                  "--reboot-pause", str(reboot_pause(state.plan.agent_ttl))], m.log_path)
     state.pids[m.name] = pid
     if state.plan.fleet is FleetMode.SEPARATE:
         env = dict(_python_env(), CORRAL_MACHINE_ROOT=str(m.root))
