@@ -15,26 +15,16 @@ import aiohttp
 from corral.client import protocol as p
 from corral.client.endpoints import EndpointPool
 from corral.client.errors import (
-    ClientError,
     ClusterUnavailable,
     EtcdError,
     KeyNotFound,
     MembersError,
-    OutcomeUnknown,
-    RaftInternalError,
     UsageError,
 )
 from corral.client.protocol import Failure, KeyResult, Member, RawAnswer, Request
 from corral.client.sync import Timeouts
 
 __all__ = ["AsyncClient"]
-
-
-class _TransportFailure(Exception):
-    def __init__(self, failure: Failure, exc: BaseException) -> None:
-        super().__init__(str(exc))
-        self.failure = failure
-        self.exc = exc
 
 
 def _as_oserror(exc: BaseException) -> BaseException:
@@ -87,9 +77,9 @@ class AsyncClient:
                 return RawAnswer(resp.status, {k.lower(): v for k, v in resp.headers.items()},
                                body)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise _TransportFailure(Failure.NOT_SENT, _as_oserror(exc)) from exc
+            raise p.TransportFailure(Failure.NOT_SENT, _as_oserror(exc)) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise _TransportFailure(Failure.SENT, exc) from exc
+            raise p.TransportFailure(Failure.SENT, exc) from exc
 
     async def send_raw(self, request: Request) -> RawAnswer:
         """The client's request path (endpoint order, failover, retry rules, timeouts,
@@ -99,32 +89,17 @@ class AsyncClient:
 
     async def _send(self, request: Request) -> RawAnswer:
         read_secs = self.timeouts.watch if request.watch else self.timeouts.request
-        errors: list[tuple[str, BaseException]] = []
-        answered: ClientError | None = None
+        walk = p.Failover(request)
         for endpoint in self.pool.order():
             try:
                 answer = await self._exchange(endpoint, request, read_secs)
-            except _TransportFailure as tf:
-                if not p.may_retry(request, tf.failure):
-                    raise OutcomeUnknown(endpoint, request.method, request.path,
-                                         str(tf.exc) or type(tf.exc).__name__) from tf.exc
-                errors.append((endpoint, tf.exc))
+            except p.TransportFailure as tf:
+                walk.transport_failed(endpoint, tf)
                 continue
-            if answer.status >= 500:
-                failure = _server_error(request, answer)
-                if not p.may_retry(request, Failure.SERVER):
-                    if isinstance(failure, RaftInternalError):
-                        raise OutcomeUnknown(endpoint, request.method, request.path,
-                                             str(failure)) from failure
-                    raise failure
-                errors.append((endpoint, failure))
-                answered = failure
-                continue
-            self.pool.succeeded(endpoint)
-            return answer
-        if answered is not None:
-            raise answered
-        raise ClusterUnavailable(errors)
+            if walk.accepts(endpoint, answer):
+                self.pool.succeeded(endpoint)
+                return answer
+        raise walk.exhausted()
 
     async def _keys(self, request: Request) -> KeyResult:
         a = await self._send(request)
@@ -241,7 +216,7 @@ class AsyncClient:
         try:
             a = await self._exchange(endpoint or self.pool.pinned, p.req_health(),
                                      self.timeouts.request)
-        except _TransportFailure:
+        except p.TransportFailure:
             return False
         return p.parse_health(a.status, a.body)
 
@@ -250,14 +225,3 @@ class AsyncClient:
         if urls:
             self.pool.replace(urls)
         return self.pool.endpoints
-
-
-def _server_error(request: Request, answer: RawAnswer) -> ClientError:
-    try:
-        if request.parse is p.Parse.KEYS:
-            p.parse_keys(answer.status, answer.headers, answer.body)
-        else:
-            p.parse_json(answer.status, answer.headers, answer.body)
-    except ClientError as exc:
-        return exc
-    return MembersError(answer.status, answer.body.decode(errors="replace").strip())

@@ -37,11 +37,15 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from corral.client.errors import (
+    ClientError,
+    ClusterUnavailable,
     EtcdError,
     EventIndexCleared,
     KeyNotFound,
     MembersError,
+    OutcomeUnknown,
     ProtocolError,
+    RaftInternalError,
     UsageError,
     error_from_body,
 )
@@ -530,3 +534,60 @@ class WatchCursor:
             return KeyResult(action="get", node=None, etcd_index=result.index)
         self.next_index = result.etcd_index + 1
         return result
+
+
+class TransportFailure(Exception):
+    """An exchange that got no answer; `failure` says whether the server may have seen it."""
+
+    def __init__(self, failure: Failure, exc: BaseException) -> None:
+        super().__init__(str(exc))
+        self.failure = failure
+        self.exc = exc
+
+
+def server_error(request: Request, answer: RawAnswer) -> ClientError:
+    """The exception a 5xx answer stands for."""
+    try:
+        if request.parse is Parse.KEYS:
+            parse_keys(answer.status, answer.headers, answer.body)
+        else:
+            parse_json(answer.status, answer.headers, answer.body)
+    except ClientError as exc:
+        return exc
+    return MembersError(answer.status, answer.body.decode(errors="replace").strip())
+
+
+@dataclass
+class Failover:
+    """One request's walk over the endpoints, shared by the sync and asyncio clients: what
+    each outcome means (try the next endpoint, or raise), never re-sending a request the
+    server may have applied (`may_retry`)."""
+
+    request: Request
+    errors: list[tuple[str, BaseException]] = field(default_factory=list)
+    answered: ClientError | None = None
+
+    def transport_failed(self, endpoint: str, tf: TransportFailure) -> None:
+        if not may_retry(self.request, tf.failure):
+            raise OutcomeUnknown(endpoint, self.request.method, self.request.path,
+                                 str(tf.exc) or type(tf.exc).__name__) from tf.exc
+        self.errors.append((endpoint, tf.exc))
+
+    def accepts(self, endpoint: str, answer: RawAnswer) -> bool:
+        """True if `answer` is the request's answer; a 5xx is raised or left for the next
+        endpoint to answer."""
+        if answer.status < 500:
+            return True
+        failure = server_error(self.request, answer)
+        if not may_retry(self.request, Failure.SERVER):
+            if isinstance(failure, RaftInternalError):
+                raise OutcomeUnknown(endpoint, self.request.method, self.request.path,
+                                     str(failure)) from failure
+            raise failure
+        self.errors.append((endpoint, failure))
+        self.answered = failure
+        return False
+
+    def exhausted(self) -> ClientError:
+        """What to raise when every endpoint was tried."""
+        return self.answered if self.answered is not None else ClusterUnavailable(self.errors)

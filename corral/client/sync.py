@@ -23,13 +23,10 @@ from urllib.parse import urlsplit
 from corral.client import protocol as p
 from corral.client.endpoints import EndpointPool, normalize_endpoint
 from corral.client.errors import (
-    ClientError,
     ClusterUnavailable,
     EtcdError,
     KeyNotFound,
     MembersError,
-    OutcomeUnknown,
-    RaftInternalError,
     UsageError,
 )
 from corral.client.protocol import Failure, KeyResult, Member, RawAnswer, Request
@@ -44,13 +41,6 @@ class Timeouts:
     connect: float = 2.0
     request: float = 5.0
     watch: float | None = None
-
-
-class _TransportFailure(Exception):
-    def __init__(self, failure: Failure, exc: BaseException) -> None:
-        super().__init__(str(exc))
-        self.failure = failure
-        self.exc = exc
 
 
 def _dropped(sock: socket.socket | None) -> bool:
@@ -109,7 +99,7 @@ class SyncClient:
             conn.connect()
         except OSError as exc:
             conn.close()
-            raise _TransportFailure(Failure.NOT_SENT, exc) from exc
+            raise p.TransportFailure(Failure.NOT_SENT, exc) from exc
         assert conn.sock is not None
         conn.sock.settimeout(read_timeout)
         return conn
@@ -135,7 +125,7 @@ class SyncClient:
             body = resp.read()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise _TransportFailure(Failure.SENT, exc) from exc
+            raise p.TransportFailure(Failure.SENT, exc) from exc
         headers = {k.lower(): v for k, v in resp.getheaders()}
         if keep and not resp.will_close:
             self._conns[endpoint] = conn
@@ -147,32 +137,17 @@ class SyncClient:
         """Send to the pinned endpoint, failing over as `may_retry` allows."""
         if timeout == -1.0:
             timeout = self.timeouts.watch if request.watch else self.timeouts.request
-        errors: list[tuple[str, BaseException]] = []
-        answered: ClientError | None = None
+        walk = p.Failover(request)
         for endpoint in self.pool.order():
             try:
                 answer = self._exchange(endpoint, request, timeout)
-            except _TransportFailure as tf:
-                if not p.may_retry(request, tf.failure):
-                    raise OutcomeUnknown(endpoint, request.method, request.path,
-                                         str(tf.exc) or type(tf.exc).__name__) from tf.exc
-                errors.append((endpoint, tf.exc))
+            except p.TransportFailure as tf:
+                walk.transport_failed(endpoint, tf)
                 continue
-            if answer.status >= 500:
-                failure = _server_error(request, answer)
-                if not p.may_retry(request, Failure.SERVER):
-                    if isinstance(failure, RaftInternalError):
-                        raise OutcomeUnknown(endpoint, request.method, request.path,
-                                             str(failure)) from failure
-                    raise failure
-                errors.append((endpoint, failure))
-                answered = failure
-                continue
-            self.pool.succeeded(endpoint)
-            return endpoint, answer
-        if answered is not None:
-            raise answered
-        raise ClusterUnavailable(errors)
+            if walk.accepts(endpoint, answer):
+                self.pool.succeeded(endpoint)
+                return endpoint, answer
+        raise walk.exhausted()
 
     def _keys(self, request: Request, timeout: float | None = -1.0) -> KeyResult:
         _, a = self._send(request, timeout)
@@ -319,7 +294,7 @@ class SyncClient:
         target = normalize_endpoint(endpoint) if endpoint else self.pool.pinned
         try:
             a = self._exchange(target, p.req_health(), self.timeouts.request)
-        except _TransportFailure:
+        except p.TransportFailure:
             return None
         return p.parse_health(a.status, a.body)
 
@@ -329,15 +304,3 @@ class SyncClient:
         if urls:
             self.pool.replace(urls)
         return self.pool.endpoints
-
-
-def _server_error(request: Request, answer: RawAnswer) -> ClientError:
-    """The exception a 5xx answer stands for."""
-    try:
-        if request.parse is p.Parse.KEYS:
-            p.parse_keys(answer.status, answer.headers, answer.body)
-        else:
-            p.parse_json(answer.status, answer.headers, answer.body)
-    except ClientError as exc:
-        return exc
-    return MembersError(answer.status, answer.body.decode(errors="replace").strip())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -16,9 +17,12 @@ from corral.up.cluster import machine_processes
 __all__ = ["corral", "eventually", "leftovers"]
 
 
-def corral(*args: str, timeout: float = 280) -> subprocess.CompletedProcess[str]:
+def corral(*args: str, timeout: float = 280, wide: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run `corral ARGS`; `wide` gives rich a 250-column terminal, so the lines a test looks
+    for are not wrapped."""
+    env = dict(os.environ, COLUMNS="250") if wide else None
     return subprocess.run([sys.executable, "-m", "corral", *args], capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
 
 
 def eventually(check: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:

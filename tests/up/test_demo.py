@@ -9,10 +9,7 @@ that was powered off.
 from __future__ import annotations
 
 import io
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +25,7 @@ from corral.units.config import build_unit, expand_command
 from corral.units.syntax import parse_unit_text
 from corral.up import ClusterState, UpError, load_state, plan_cluster, stop_cluster
 
-from .conftest import leftovers
+from .conftest import corral, leftovers
 
 
 @pytest.fixture
@@ -44,26 +41,8 @@ def short_dir() -> Iterator[Path]:
 
 
 def test_the_tour_tells_its_story_and_stops_cleanly(short_dir: Path) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "corral",
-            "demo",
-            "--dir",
-            str(short_dir),
-            "--steps",
-            "kv,discovery,fleet",
-            "--stop",
-            "--timeout",
-            "90",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=280,
-        stdin=subprocess.DEVNULL,
-        env=dict(os.environ, COLUMNS="250"),
-    )
+    out = corral("demo", "--dir", str(short_dir), "--steps", "kv,discovery,fleet", "--stop",
+                 "--timeout", "90", timeout=280, wide=True)
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
     for line in (
@@ -91,22 +70,7 @@ def test_the_tour_tells_its_story_and_stops_cleanly(short_dir: Path) -> None:
 
 
 def test_a_service_ttl_shorter_than_five_elections_is_refused(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "corral",
-            "demo",
-            "--dir",
-            str(tmp_path / "c"),
-            "--service-ttl",
-            "4",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    out = corral("demo", "--dir", str(tmp_path / "c"), "--service-ttl", "4", timeout=60)
     assert out.returncode == 1
     assert "shorter than 5 KV election timeouts" in out.stderr
     assert "Traceback" not in out.stderr

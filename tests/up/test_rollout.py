@@ -18,9 +18,6 @@ another machine); this test checks its story and then the states it left, not ti
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -30,7 +27,7 @@ from corral.up import load_state, stop_cluster
 from corral.up.cluster import agent_status
 from corral.update.server import CORRAL_APP_ID
 
-from .conftest import leftovers
+from .conftest import corral, leftovers
 
 
 def _get(url: str) -> Any:
@@ -39,25 +36,8 @@ def _get(url: str) -> Any:
 
 
 def test_a_good_release_rolls_a_bad_one_is_halted(cluster_dir: Path) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "corral",
-            "demo",
-            "--dir",
-            str(cluster_dir),
-            "--steps",
-            "updates",
-            "--timeout",
-            "120",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=420,
-        stdin=subprocess.DEVNULL,
-        env=dict(os.environ, COLUMNS="250"),
-    )
+    out = corral("demo", "--dir", str(cluster_dir), "--steps", "updates", "--timeout", "120",
+                 timeout=420, wide=True)
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
     for line in (
