@@ -51,7 +51,7 @@ import os
 import random
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,7 @@ from corral.raft import (
     EntryType,
     HardState,
     MemoryStorage,
+    Message,
     MessageType,
     ProposalDroppedError,
     RaftError,
@@ -104,9 +105,13 @@ _KIND_ATTRIBUTES = 1
 _KIND_PEER_URLS = 2
 CATCHUP_ENTRIES = 5000
 READ_RETRY_TICKS = 5  # heartbeats before an unanswered ReadIndex round is started again
+PUBLISH_RETRY_TICKS = 10  # heartbeats before an unapplied publication is proposed again
 _BEFORE_PERSIST = frozenset(
     {MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP}
 )  # entries kept after a snapshot for slow followers (etcd's value)
+# A reused packer for per-request payloads (`msgpack.packb` builds one per call); only the
+# loop thread packs with it.
+_pack = msgpack.Packer().pack
 
 
 class ClusterError(KVError):
@@ -241,6 +246,7 @@ class RaftMember:
         self._stopping = False
         self._published = False
         self._published_applied = False
+        self._published_tick = 0
         self._boot_index = 0
         self._ready_waiters: list[asyncio.Future[None]] = []
         self._last_lead = NONE
@@ -500,14 +506,22 @@ class RaftMember:
 
     # -- inputs ------------------------------------------------------------------------------
     def _receive(self, msgs: list[Any]) -> None:
-        if self.node is None or self._stopping:
+        node = self.node
+        if node is None or self._stopping:
             return
+        me = self.id
         for m in msgs:
-            if m.to != self.id:
+            if m.to != me:
                 continue
-            with contextlib.suppress(RaftError, ValueError):
-                self.node.step(m)
-        self._wake.set()
+            try:
+                node.step(m)
+            except (RaftError, ValueError):
+                pass
+        # Most answers a leader gets change nothing (a second ack of a committed entry, the
+        # acks of the commit-only appends): the loop is woken only when Raft has work, as
+        # an idle wake-up would find none (proposals and reads wake it themselves).
+        if node.has_ready():
+            self._wake.set()
 
     async def _ticker(self) -> None:
         interval = self.config.heartbeat_ms / 1000
@@ -517,6 +531,7 @@ class RaftMember:
                 self.node.tick()
                 self._ticks += 1
                 self._retry_reads()
+                self._retry_publish()
                 self._wake.set()
 
     def _retry_reads(self) -> None:
@@ -533,6 +548,21 @@ class RaftMember:
             futs = self._reads_inflight.pop(ctx, None)
             if futs:
                 self._reads_waiting.extend(f for f in futs if not f.done())
+
+    def _retry_publish(self) -> None:
+        """Propose this member's attributes again while this boot's publication is unapplied.
+
+        A follower's proposal is forwarded to the leader once and lost with a dropped frame,
+        a stream still dialling or a leader that steps down; etcd's `publish` retries until
+        its request is applied, and readiness waits for it (etcdserver/server.go).
+        """
+        if (
+            self._published
+            and not self._published_applied
+            and self.leader_id != NONE
+            and self._ticks - self._published_tick >= PUBLISH_RETRY_TICKS
+        ):
+            self._publish_attributes()
 
     async def _sweeper(self) -> None:
         while True:
@@ -555,9 +585,7 @@ class RaftMember:
         rid = self._req
         fut: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
         self._waiters[rid] = fut
-        self._outbox.append(
-            msgpack.packb([PAYLOAD_VERSION, _KIND_REQUEST, self.id, rid, encode(cmd)])
-        )
+        self._outbox.append(_pack([PAYLOAD_VERSION, _KIND_REQUEST, self.id, rid, encode(cmd)]))
         self._wake.set()
         self.proposals_pending += 1
         try:
@@ -717,41 +745,55 @@ class RaftMember:
                     node.read_index(ctx)
             while node.has_ready():
                 rd = node.ready()
-                if node.raft.state == StateType.LEADER:
+                msgs = rd.messages
+                early: Sequence[Message] = ()
+                late: Sequence[Message] = ()
+                if not msgs:
+                    pass
+                elif node.raft.state == StateType.LEADER:
                     # A leader writes its log in parallel with replicating it (Raft thesis
                     # §10.2.1; etcd's raftNode sends before saving too): its appends go out
                     # before its own fsync. Safe: entries are applied (and clients answered)
                     # only after the Ready that wrote them was persisted, here or earlier.
-                    early, late = list(rd.messages), []
+                    early = msgs
                 else:
                     # Heartbeats promise nothing about what this Ready persists, so they go
                     # out before the fsync: a slow disk must not cost the cluster its leader.
                     # Everything else (append and vote answers) waits for the fsync.
-                    early = [m for m in rd.messages if m.type in _BEFORE_PERSIST]
-                    late = [m for m in rd.messages if m.type not in _BEFORE_PERSIST]
+                    early = [m for m in msgs if m.type in _BEFORE_PERSIST]
+                    late = [m for m in msgs if m.type not in _BEFORE_PERSIST] if early else msgs
                 if early and self.transport is not None:
                     self.transport.send(early)
                     if rd.must_sync:
                         # Let the peer streams write their frames before the fsync blocks.
                         await asyncio.sleep(0)
-                await self._persist(rd)
-                if self.transport is not None and late:
+                if rd.snapshot is not None:
+                    await self._persist_snapshot(rd.snapshot)
+                if rd.entries or rd.hard_state is not None:
+                    self._persist(rd)
+                if late and self.transport is not None:
                     self.transport.send(late)
                 self._apply_ready(rd)
                 node.advance()
-                await self._maybe_snapshot()
+                if self.applied - self.snap_index >= self.config.snapshot_count:
+                    await self._maybe_snapshot()
             if self.fatal is not None:
                 return
 
-    async def _persist(self, rd: Ready) -> None:
+    async def _persist_snapshot(self, snap: Snapshot) -> None:
+        """A Ready's snapshot: the file, then its WAL marker (in a worker thread), then Raft's
+        storage. Comes before the Ready's entries and hard state (`_persist`)."""
         wal = self.wal
         assert wal is not None and self.snapshotter is not None
-        if rd.snapshot is not None:
-            await asyncio.to_thread(self.snapshotter.save, rd.snapshot)
-            await asyncio.to_thread(
-                wal.save_snapshot, rd.snapshot.metadata.index, rd.snapshot.metadata.term
-            )
-            self.storage.apply_snapshot(rd.snapshot)
+        await asyncio.to_thread(self.snapshotter.save, snap)
+        await asyncio.to_thread(wal.save_snapshot, snap.metadata.index, snap.metadata.term)
+        self.storage.apply_snapshot(snap)
+
+    def _persist(self, rd: Ready) -> None:
+        """A Ready's entries and hard state: WAL (one fdatasync if `must_sync`), then Raft's
+        storage. Synchronous on the loop thread, see below."""
+        wal = self.wal
+        assert wal is not None
         if rd.entries or rd.hard_state is not None:
             started = time.perf_counter()
             if rd.must_sync:
@@ -769,7 +811,7 @@ class RaftMember:
         if rd.hard_state is not None:
             self.storage.set_hard_state(rd.hard_state)
         if rd.entries:
-            self.storage.append(list(rd.entries))
+            self.storage.append(rd.entries)
 
     def _apply_ready(self, rd: Ready) -> None:
         node = self.node
@@ -838,6 +880,7 @@ class RaftMember:
 
     def _publish_attributes(self) -> None:
         self._published = True
+        self._published_tick = self._ticks
         self._outbox.append(
             msgpack.packb(
                 [

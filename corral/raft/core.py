@@ -145,6 +145,7 @@ class Raft:
         self.mut = config.mutations
         self.log = RaftLog(storage, config.max_committed_size_per_ready)
         self.log.apply_uncommitted = Mutation.APPLY_BEFORE_COMMIT in self.mut
+        self._commit_any_term = Mutation.COMMIT_PRIOR_TERM in self.mut
         self.max_msg_size = config.max_size_per_msg
         self.max_uncommitted_size = config.max_uncommitted_entries_size
         self.trk = ProgressTracker(config.max_inflight_msgs, config.max_inflight_bytes)
@@ -531,7 +532,7 @@ class Raft:
 
     def _maybe_commit(self) -> bool:
         mci = self.trk.committed()
-        return self.log.maybe_commit(mci, self.term, Mutation.COMMIT_PRIOR_TERM in self.mut)
+        return self.log.maybe_commit(mci, self.term, self._commit_any_term)
 
     def _committed_entry_in_current_term(self) -> bool:
         return self.log.zero_term_on_range_err(self.log.committed) == self.term
@@ -567,7 +568,9 @@ class Raft:
                 continue
             # Never tell a follower to commit beyond what it is known to hold.
             commit = min(self.trk.progress[node].match, self.log.committed)
-            self._send(self._msg(MT.HEARTBEAT, node, commit=commit, context=ctx))
+            self.msgs.append(
+                Message(MT.HEARTBEAT, node, self.id, self.term, commit=commit, context=ctx)
+            )
 
     def _send_append(self, to: int) -> None:
         self._maybe_send_append(to, send_if_empty=True)
@@ -584,17 +587,12 @@ class Raft:
             return self._send_snapshot(to)
         if not ents and not send_if_empty:
             return False
-        self._send(
-            self._msg(
-                MT.APP,
-                to,
-                index=prev,
-                log_term=prev_term,
-                entries=tuple(ents),
-                commit=self.log.committed,
+        self.msgs.append(
+            Message(
+                MT.APP, to, self.id, self.term, prev_term, prev, tuple(ents), self.log.committed
             )
         )
-        pr.sent_entries(len(ents), sum(len(e.data) for e in ents))
+        pr.sent_entries(len(ents), sum([len(e.data) for e in ents]) if ents else 0)
         return True
 
     def _send_snapshot(self, to: int) -> bool:
@@ -679,7 +677,7 @@ class Raft:
             return
         lastnew = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if lastnew is not None:
-            self._send(self._msg(MT.APP_RESP, m.from_, index=lastnew))
+            self.msgs.append(Message(MT.APP_RESP, m.from_, self.id, self.term, index=lastnew))
             return
         hint = min(m.index, log.last_index())
         self._send(
@@ -715,7 +713,7 @@ class Raft:
 
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(m.commit)
-        self._send(self._msg(MT.HEARTBEAT_RESP, m.from_, context=m.context))
+        self.msgs.append(Message(MT.HEARTBEAT_RESP, m.from_, self.id, self.term, context=m.context))
 
     def _handle_snapshot(self, m: Message) -> None:
         assert m.snapshot is not None

@@ -100,16 +100,29 @@ class RaftLog:
 
     # --- indexes and terms -----------------------------------------------------------------
     def first_index(self) -> int:
-        i = self.unstable.maybe_first_index()
-        return i if i is not None else self.storage.first_index()
+        snap = self.unstable.snapshot
+        return snap.metadata.index + 1 if snap is not None else self.storage.first_index()
 
     def last_index(self) -> int:
-        i = self.unstable.maybe_last_index()
-        return i if i is not None else self.storage.last_index()
+        u = self.unstable
+        if u.entries:
+            return u.offset + len(u.entries) - 1
+        if u.snapshot is not None:
+            return u.snapshot.metadata.index
+        return self.storage.last_index()
 
     def term(self, i: int) -> int:
         """Term of entry `i`; raises CompactedError / UnavailableError outside the log."""
-        t = self.unstable.maybe_term(i)
+        u = self.unstable
+        k = i - u.offset
+        if k >= 0:
+            if k < len(u.entries):
+                return u.entries[k].term  # in the unstable tail (a leader's newest entries)
+        elif u.snapshot is None:
+            # Below the unstable tail, which starts right after the storage's last entry:
+            # the storage has it or raises CompactedError, as the checks below would.
+            return self.storage.term(i)
+        t = u.maybe_term(i)
         if t is not None:
             return t
         dummy = self.first_index() - 1
@@ -139,8 +152,14 @@ class RaftLog:
     # --- appending ------------------------------------------------------------------------
     def find_conflict(self, ents: tuple[Entry, ...] | list[Entry]) -> int:
         """Index of the first entry whose term differs from ours (or new), else 0."""
+        last = self.last_index()
         for e in ents:
-            if not self.match_term(e.index, e.term):
+            if e.index > last:
+                # Beyond our log: its term reads as 0 (without raising and catching
+                # UnavailableError for every new entry a follower receives).
+                if e.term != 0:
+                    return e.index
+            elif not self.match_term(e.index, e.term):
                 return e.index
         return 0
 
@@ -200,9 +219,10 @@ class RaftLog:
         return limit_size(ents, max_size)
 
     def entries_from(self, i: int, max_size: int = 0) -> list[Entry]:
-        if i > self.last_index():
+        last = self.last_index()
+        if i > last:
             return []
-        return self.slice(i, self.last_index() + 1, max_size)
+        return self.slice(i, last + 1, max_size)
 
     def applying_limit(self) -> int:
         return self.last_index() if self.apply_uncommitted else self.committed

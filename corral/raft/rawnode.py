@@ -28,11 +28,13 @@ from corral.raft.types import (
     Snapshot,
     SoftState,
     StateType,
+    _fast_init,
 )
 
 __all__ = ["RawNode", "Ready", "Status"]
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class Ready:
     """Work for the driver: persist, then send, then apply, then call `advance()`.
@@ -161,7 +163,8 @@ class RawNode:
     def has_ready(self) -> bool:
         r = self.raft
         log = r.log
-        if r.msgs or r.read_states or log.unstable.entries or log.unstable.snapshot:
+        u = log.unstable
+        if r.msgs or r.read_states or u.entries or u.snapshot is not None:
             return True
         ps, ph = self._prev_soft, self._prev_hard
         if r.lead != ps.lead or r.state != ps.raft_state:
@@ -174,31 +177,40 @@ class RawNode:
         if self._in_ready is not None:
             raise InvariantError("ready() called twice without advance()")
         r = self.raft
-        soft = r.soft_state()
-        hard = r.hard_state()
-        entries = tuple(r.log.unstable.entries)
-        snap = r.log.unstable.snapshot
-        hs = hard if hard != self._prev_hard else None
+        log = r.log
+        # State objects are built only when they changed: most Readies of a busy member
+        # carry neither a new leader nor a new term, and often no new commit index.
+        ps = self._prev_soft
+        soft: SoftState | None = None
+        if r.lead != ps.lead or r.state != ps.raft_state:
+            soft = self._prev_soft = SoftState(r.lead, r.state)
+        ph = self._prev_hard
+        hs: HardState | None = None
+        term_or_vote = r.term != ph.term or r.vote != ph.vote
+        if term_or_vote or log.committed != ph.commit:
+            hs = self._prev_hard = HardState(r.term, r.vote, log.committed)
+        u = log.unstable
+        entries = tuple(u.entries) if u.entries else ()
+        snap = u.snapshot
         must_sync = bool(entries) or snap is not None
-        if Mutation.VOTE_BEFORE_PERSIST not in r.mut:
-            must_sync = (
-                must_sync or hard.term != self._prev_hard.term or hard.vote != self._prev_hard.vote
-            )
+        if term_or_vote and Mutation.VOTE_BEFORE_PERSIST not in r.mut:
+            must_sync = True
         rd = Ready(
-            soft_state=soft if soft != self._prev_soft else None,
+            soft_state=soft,
             hard_state=hs,
-            read_states=tuple(r.read_states),
+            read_states=tuple(r.read_states) if r.read_states else (),
             entries=entries,
             snapshot=snap,
-            committed_entries=tuple(r.log.next_committed_ents()),
-            messages=tuple(r.msgs),
+            committed_entries=(
+                tuple(log.next_committed_ents()) if log.has_next_committed_ents() else ()
+            ),
+            messages=tuple(r.msgs) if r.msgs else (),
             must_sync=must_sync,
         )
-        r.msgs = []
-        r.read_states = []
-        self._prev_soft = soft
-        if hs is not None:
-            self._prev_hard = hs
+        if r.msgs:
+            r.msgs = []
+        if r.read_states:
+            r.read_states = []
         self._in_ready = rd
         return rd
 

@@ -11,8 +11,9 @@ what each one means).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from enum import IntEnum
+from typing import Any, TypeVar
 
 __all__ = [
     "FORMAT_VERSION",
@@ -31,6 +32,36 @@ __all__ = [
     "SoftState",
     "StateType",
 ]
+
+_T = TypeVar("_T")
+
+
+def _fast_init(cls: type[_T]) -> type[_T]:
+    """Give a frozen, slotted dataclass an `__init__` that fills its slots directly.
+
+    The generated frozen `__init__` goes through `object.__setattr__` per field, several
+    times slower than a slot descriptor's setter; messages and entries are built for every
+    write. Same parameters and defaults (plain defaults only), same immutability afterwards.
+    """
+    params, body, env = [], [], {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.default_factory is not MISSING:
+            raise TypeError(f"{cls.__name__}.{f.name}: default factories are not supported")
+        if f.default is MISSING:
+            params.append(f.name)
+        else:
+            env[f"_d_{f.name}"] = f.default
+            params.append(f"{f.name}=_d_{f.name}")
+        env[f"_s_{f.name}"] = cls.__dict__[f.name].__set__
+        body.append(f"    _s_{f.name}(self, {f.name})")
+    src = f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body) + "\n"
+    ns: dict[str, Any] = {}
+    exec(src, env, ns)  # the source is built from the class's own field names
+    init = ns["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    setattr(cls, "__init__", init)  # noqa: B010 - mypy refuses assigning a method
+    return cls
+
 
 #: Version of the message/entry/snapshot formats this release writes.
 FORMAT_VERSION = 1
@@ -103,6 +134,7 @@ class ConfChangeType(IntEnum):
     ADD_LEARNER = 2
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One log entry. `data` is opaque to Raft (the KV store puts its commands there)."""
@@ -118,6 +150,7 @@ class Entry:
         return len(self.data) + 16
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class HardState:
     """What must be durable before any message of the same Ready is sent (§3.8 / fig. 2)."""
@@ -157,6 +190,7 @@ class Snapshot:
         return self.metadata.index == 0
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class Message:
     """One Raft message. Field meanings follow etcd's `raftpb.Message`.
@@ -192,6 +226,7 @@ class ConfChange:
     version: int = FORMAT_VERSION
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class ReadState:
     """A ReadIndex answer: once applied ≥ `index`, a read tagged `request_ctx` may be served."""
@@ -200,6 +235,7 @@ class ReadState:
     request_ctx: bytes
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class SoftState:
     """Volatile state: who leads, and what this node is. Never persisted."""

@@ -91,8 +91,15 @@ def _segments(directory: Path) -> list[tuple[int, int, Path]]:
     return sorted(found)
 
 
+_TYPE_BYTE = {t: bytes((t,)) for t in RecordType}
+_ENTRY = int(RecordType.ENTRY)
+_ENTRY_BYTE = _TYPE_BYTE[RecordType.ENTRY]
+_crc32 = zlib.crc32
+_pack_header = _HEADER.pack
+
+
 def encode_record(rtype: RecordType, payload: bytes, prev_crc: int) -> tuple[bytes, int]:
-    crc = zlib.crc32(payload, zlib.crc32(bytes((rtype,)), prev_crc)) & 0xFFFFFFFF
+    crc = zlib.crc32(payload, zlib.crc32(_TYPE_BYTE[rtype], prev_crc)) & 0xFFFFFFFF
     return _HEADER.pack(len(payload), crc, rtype) + payload, crc
 
 
@@ -286,17 +293,28 @@ class WAL:
     ) -> None:
         """Append entries then the hard state; one fsync if `sync` (Raft's must_sync)."""
         failpoint("raft_before_save")
-        wrote = False
+        # All records of one save go to the file in one write (the same bytes as one write
+        # per record); the crc chain runs through them in order.
+        parts: list[bytes] = []
+        crc = self.crc
         for e in entries:
-            self._append(RecordType.ENTRY, encode_entry(e))
+            payload = encode_entry(e)
+            crc = _crc32(payload, _crc32(_ENTRY_BYTE, crc)) & 0xFFFFFFFF
+            parts.append(_pack_header(len(payload), crc, _ENTRY))
+            parts.append(payload)
             self.last_index = e.index
-            wrote = True
         if hard_state is not None and not hard_state.is_empty() and hard_state != self.hard_state:
-            self._append(RecordType.HARD_STATE, encode_hard_state(hard_state))
+            rec, crc = encode_record(RecordType.HARD_STATE, encode_hard_state(hard_state), crc)
+            parts.append(rec)
             self.hard_state = hard_state
-            wrote = True
-        if sync and wrote:
-            self.sync()
+        if parts:
+            assert self.file is not None
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            self.file.write(data)
+            self.file_size += len(data)
+            self.crc = crc
+            if sync:
+                self.sync()
         if self.file_size >= self.segment_size:
             self.sync()
             self._start_segment(self.seq + 1, self.last_index + 1)
