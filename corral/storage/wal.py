@@ -47,7 +47,9 @@ __all__ = ["WAL", "WAL_VERSION", "WALCorruptError", "WALError", "WALReplay"]
 WAL_VERSION = 1
 _HEADER = struct.Struct("<IIB")
 _SEGMENT_RE = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
-DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
+# etcd cuts at 64 MB; replaying one in Python takes seconds, and a restart replays the segment
+# holding the snapshot, so corral cuts smaller to keep a member's restart short.
+DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 MAX_RECORD = 256 * 1024 * 1024
 
 
@@ -57,6 +59,10 @@ class RecordType(IntEnum):
     ENTRY = 3
     HARD_STATE = 4
     SNAPSHOT = 5
+
+
+_CRC = int(RecordType.CRC)
+_TYPE_BYTES = {int(t): bytes((t,)) for t in RecordType}
 
 
 class WALError(Exception):
@@ -105,46 +111,84 @@ def encode_record(rtype: RecordType, payload: bytes, prev_crc: int) -> tuple[byt
 
 def decode_records(
     data: bytes, prev_crc: int | None, name: str, last_segment: bool
-) -> tuple[list[tuple[RecordType, bytes]], int, int, bool]:
-    """Parse one segment: (records, end offset of valid data, last crc, torn tail found)."""
-    out: list[tuple[RecordType, bytes]] = []
+) -> tuple[list[tuple[int, bytes]], int, int, bool]:
+    """Parse one segment: (records as (type, payload), end offset of valid data, last crc,
+    torn tail found)."""
+    out: list[tuple[int, bytes]] = []
     off = 0
     crc = prev_crc or 0
     n = len(data)
-    while off + _HEADER.size <= n:
-        length, rcrc, rtype = _HEADER.unpack_from(data, off)
+    unpack, hsize, crc32, known = _HEADER.unpack_from, _HEADER.size, zlib.crc32, _TYPE_BYTES
+    while off + hsize <= n:
+        length, rcrc, rtype = unpack(data, off)
         if length == 0 and rcrc == 0 and rtype == 0:
             break  # preallocated zeros: the end
-        end = off + _HEADER.size + length
-        payload = data[off + _HEADER.size : end]
-        ok = rtype in RecordType._value2member_map_ and end <= n and length <= MAX_RECORD
-        if ok:
-            if rtype == RecordType.CRC and not out:
+        end = off + hsize + length
+        payload = data[off + hsize : end]
+        tbyte = known.get(rtype)
+        ok = tbyte is not None and end <= n and length <= MAX_RECORD
+        if ok and tbyte is not None:
+            if rtype == _CRC and not out:
                 seed = struct.unpack("<I", payload)[0] if len(payload) == 4 else -1
                 ok = prev_crc is None or seed == prev_crc
                 crc = seed if seed >= 0 else crc
-            expect = zlib.crc32(payload, zlib.crc32(bytes((rtype,)), crc)) & 0xFFFFFFFF
-            ok = ok and expect == rcrc
+            ok = ok and (crc32(payload, crc32(tbyte, crc)) & 0xFFFFFFFF) == rcrc
         if not ok:
-            tail_clean = end >= n or not any(data[max(end, off + _HEADER.size) :])
+            tail_clean = end >= n or not any(data[max(end, off + hsize) :])
             if last_segment and tail_clean:
                 return out, off, crc, True
             raise WALCorruptError(
                 f"WAL segment {name} is corrupt at offset {off} (bad record; not a torn tail): "
                 "refusing to start; restore the member from a backup or remove and re-add it"
             )
-        out.append((RecordType(rtype), payload))
+        out.append((rtype, payload))
         crc = rcrc
         off = end
-    if off < n and n - off < _HEADER.size and any(data[off:]):
+    if off < n and n - off < hsize and any(data[off:]):
         if last_segment:
             return out, off, crc, True
         raise WALCorruptError(f"WAL segment {name} ends with a partial header at offset {off}")
     return out, off, crc, False
 
 
+_UINT_WIDTH = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+
+
+def _peek_index(payload: bytes) -> int:
+    """An entry's index read from its msgpack head `[version, term, index, …]` without
+    decoding the rest; -1 when the head is not that shape (the full decode then decides)."""
+    if len(payload) < 3 or payload[0] != 0x95 or payload[1] >= 0x80:
+        return -1
+    off = 2
+    value = 0
+    for _ in range(2):  # term, then index
+        b = payload[off]
+        if b < 0x80:
+            value, off = b, off + 1
+            continue
+        width = _UINT_WIDTH.get(b)
+        if width is None or off + 1 + width > len(payload):
+            return -1
+        value = int.from_bytes(payload[off + 1 : off + 1 + width], "big")
+        off += 1 + width
+    return value
+
+
+def first_needed_segment(segs: list[tuple[int, int, Path]], from_index: int) -> int:
+    """Position in `segs` of the segment replay starts from: the last one whose first index
+    is ≤ from_index + 1 (etcd's `searchIndex`). Every entry written before it has an index ≤
+    from_index, which the snapshot holds; each segment restates the metadata and hard state
+    at its head, so nothing else is needed from the earlier ones."""
+    start = 0
+    for i, (_seq, first, _path) in enumerate(segs):
+        if first <= from_index + 1:
+            start = i
+    return start
+
+
 def _replay(directory: Path, from_index: int) -> tuple[WALReplay, int, int | None]:
-    """Read every segment: (what they hold, end of the valid data in the last one, last crc)."""
+    """Read the segments from the one `from_index` needs: (what they hold, end of the valid
+    data in the last one, last crc)."""
     segs = _segments(directory)
     if not segs:
         raise WALError(f"{directory}: no WAL segments")
@@ -155,13 +199,17 @@ def _replay(directory: Path, from_index: int) -> tuple[WALReplay, int, int | Non
     prev_crc: int | None = None
     repaired = False
     end_off = 0
-    for i, (_seq, _start, path) in enumerate(segs):
+    hs_payload: bytes | None = None
+    first = first_needed_segment(segs, from_index)
+    for i, (_seq, _start, path) in enumerate(segs[first:], first):
         data = path.read_bytes()
         last = i == len(segs) - 1
         records, end_off, prev_crc, torn = decode_records(data, prev_crc, path.name, last)
         repaired = repaired or torn
         for rtype, payload in records:
             if rtype == RecordType.ENTRY:
+                if _peek_index(payload) <= from_index:
+                    continue  # covered by the snapshot: not decoded at all
                 e = decode_entry(payload)
                 if e.index <= from_index:
                     continue
@@ -174,7 +222,7 @@ def _replay(directory: Path, from_index: int) -> tuple[WALReplay, int, int | Non
                     )
                 entries.append(e)
             elif rtype == RecordType.HARD_STATE:
-                hard_state = decode_hard_state(payload)
+                hs_payload = payload  # only the last one counts: decoded once, below
             elif rtype == RecordType.METADATA:
                 meta = msgpack.unpackb(payload)
                 if not isinstance(meta, dict) or meta.get("version", 0) > WAL_VERSION:
@@ -187,6 +235,8 @@ def _replay(directory: Path, from_index: int) -> tuple[WALReplay, int, int | Non
             elif rtype == RecordType.SNAPSHOT:
                 idx, term = msgpack.unpackb(payload)
                 snaps.append((idx, term))
+    if hs_payload is not None:
+        hard_state = decode_hard_state(hs_payload)
     replay = WALReplay(metadata, hard_state, entries, snaps, repaired)
     return replay, end_off, prev_crc
 

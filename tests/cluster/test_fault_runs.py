@@ -62,11 +62,20 @@ def _fault_run(
         config = workload.WorkloadConfig(
             clients=6, keys=6, duration=seconds, max_ops=max_ops, seed=seed, op_timeout=2.0
         )
-        faults = threading.Thread(target=nem.run, args=(schedule, seconds - 1.0), daemon=True)
+        failures: list[BaseException] = []
+
+        def run_nemesis() -> None:
+            try:
+                nem.run(schedule, seconds - 1.0)
+            except BaseException as e:  # a member that cannot restart fails the run
+                failures.append(e)
+
+        faults = threading.Thread(target=run_nemesis, daemon=True)
         faults.start()
         result = workload.run([m.client_url for m in members], config)
         faults.join(timeout=120)
         assert not faults.is_alive(), "the nemesis did not heal in time"
+        assert not failures, f"the nemesis failed: {failures[0]!r}\n" + "\n".join(nem.log[-10:])
         # After healing, the members agree on every key, value and index.
         eventually(lambda: converged(members, config.prefix), timeout=60, what="members converge")
         print(f"seed={seed} {result.summary()} {nem.summary()}")

@@ -193,3 +193,39 @@ def test_a_lost_read_index_round_is_retried(tmp_path: Path) -> None:
             await h.stop(i)
 
     asyncio.run(go())
+
+
+def test_a_lost_publication_is_proposed_again(tmp_path: Path) -> None:
+    """A restarted member becomes ready only once its attributes are applied (etcd's
+    publish). A follower's proposal is forwarded once; when that message is lost the member
+    proposes again, as etcd's publish loop does, instead of never becoming ready."""
+
+    async def go() -> None:
+        h = Harness(tmp_path)
+        for i in range(3):
+            await h.start(i)
+        await eventually(lambda: h.leader() is not None)
+        leader = h.leader()
+        assert leader is not None
+        victim = next(i for i, m in enumerate(h.members) if m is not None and m is not leader)
+        await h.stop(victim)
+        back = RaftMember(h.configs[victim])
+        await back.start()
+        assert back.transport is not None
+        back.transport.drop_to = {leader.id}  # its publication never reaches the leader
+        app = web.Application()
+        app.add_routes(back.peer_routes())
+        runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", int(h.urls[victim].rsplit(":", 1)[1])).start()
+        h.members[victim], h.runners[victim] = back, runner
+        await eventually(lambda: back._published and back.leader_id == leader.id)
+        ready = asyncio.ensure_future(back.ready())
+        await asyncio.sleep(0.3)  # several heartbeats: the first publication was dropped
+        assert not ready.done()
+        back.transport.drop_to = set()
+        await asyncio.wait_for(ready, 20)  # times out if the publication is never retried
+        for i in range(3):
+            await h.stop(i)
+
+    asyncio.run(go())
