@@ -20,13 +20,13 @@ import signal
 import sys
 import urllib.parse
 from collections.abc import Awaitable
-from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
 import click
 
 from corral.kv import evloop
+from corral.kv.capnslog import log as _log
 from corral.kv.cluster import ClusterError, member_id_for
 from corral.kv.discovery import Discovery, DiscoveryError, Failure, urls_map_string
 from corral.kv.flags import USAGE, EtcdConfig, FlagError, parse, version_text
@@ -37,12 +37,6 @@ from corral.storage.wal import WALError
 __all__ = ["cli", "listen_addresses", "run"]
 
 T = TypeVar("T")
-
-
-def _log(level: str, message: str) -> None:
-    # etcd's capnslog line shape: "2026-11-28 23:19:48.585087 W | pkg/flags: ..."
-    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")
-    print(f"{stamp} {level} | {message}", file=sys.stderr, flush=True)
 
 
 def listen_addresses(urls: tuple[str, ...]) -> list[tuple[str, int]]:

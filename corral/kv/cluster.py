@@ -60,6 +60,7 @@ import aiohttp
 import msgpack
 from aiohttp import web
 
+from corral.kv.capnslog import log
 from corral.kv.commands import Command, InternalWrite, Sync, decode, encode
 from corral.kv.errors import KVError, V2Error, error_for
 from corral.kv.events import Event
@@ -562,6 +563,7 @@ class RaftMember:
             and self.leader_id != NONE
             and self._ticks - self._published_tick >= PUBLISH_RETRY_TICKS
         ):
+            log("W", "etcdserver: publish error: etcdserver: request timed out")
             self._publish_attributes()
 
     async def _sweeper(self) -> None:
@@ -813,10 +815,30 @@ class RaftMember:
         if rd.entries:
             self.storage.append(rd.entries)
 
+    def _log_leader(self, lead: int, state: StateType) -> None:
+        # etcd's raft.node lines: what an operator greps for after a fault.
+        if lead == self._last_lead:
+            return
+        term = self.raft_term
+        if lead == NONE:
+            log("I", f"raft.node: {self.id:x} lost leader {self._last_lead:x} at term {term}")
+        elif state == StateType.LEADER:
+            log("I", f"raft: {self.id:x} became leader at term {term}")
+            log("I", f"raft.node: {self.id:x} elected leader {lead:x} at term {term}")
+        elif self._last_lead == NONE:
+            log("I", f"raft.node: {self.id:x} elected leader {lead:x} at term {term}")
+        else:
+            log(
+                "I",
+                f"raft.node: {self.id:x} changed leader from {self._last_lead:x} to {lead:x} "
+                f"at term {term}",
+            )
+
     def _apply_ready(self, rd: Ready) -> None:
         node = self.node
         assert node is not None
         if rd.soft_state is not None:
+            self._log_leader(rd.soft_state.lead, rd.soft_state.raft_state)
             if rd.soft_state.lead != NONE and rd.soft_state.lead != self._last_lead:
                 self.leader_changes += 1
                 self.leader_since = self.clock()
@@ -925,8 +947,13 @@ class RaftMember:
             if info is None:
                 return []
             info.name, info.client_urls = name, list(client_urls)
-            if mid == self.id and e.index > self._boot_index:
+            if mid == self.id and e.index > self._boot_index and not self._published_applied:
                 self._published_applied = True  # this boot's publication, not a replayed one
+                log(
+                    "I",
+                    f"etcdserver: published {{Name:{name} ClientURLs:[{' '.join(client_urls)}]}} "
+                    f"to cluster {self.cluster_id:x}",
+                )
             attrs = json.dumps(
                 {"name": name, "clientURLs": list(client_urls)}, separators=(",", ":")
             )

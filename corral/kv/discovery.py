@@ -33,14 +33,14 @@ import asyncio
 import enum
 import json
 import posixpath
-import sys
-import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+
+from corral.kv.capnslog import log as _log
 
 __all__ = [
     "Discovery",
@@ -150,12 +150,6 @@ def nodes_to_cluster(values: list[str], size: int) -> str:
 
 class _Unreachable(Exception):
     """The Go client's ClusterError: no endpoint answered (retried with back-off)."""
-
-
-def _log(level: str, message: str) -> None:
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    frac = f"{time.time() % 1:.6f}"[1:]
-    print(f"{stamp}{frac} {level} | {message}", file=sys.stderr, flush=True)
 
 
 class Discovery:

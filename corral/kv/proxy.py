@@ -37,7 +37,6 @@ import contextlib
 import json
 import os
 import random
-import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -48,6 +47,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from corral.kv.capnslog import log as _log
 from corral.kv.go_http import TEXT_PLAIN, bad_request_path, no_server_header
 from corral.kv.params import EscapeError, clean_path, decode_path
 
@@ -209,12 +209,6 @@ class ProxySettings:
     dial_timeout_ms: int = 1000
     write_timeout_ms: int = 5000
     read_timeout_ms: int = 0
-
-
-def _log(level: str, message: str) -> None:
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    frac = f"{time.time() % 1:.6f}"[1:]
-    print(f"{stamp}{frac} {level} | {message}", file=sys.stderr, flush=True)
 
 
 def _go_list(urls: Iterable[str]) -> str:
@@ -498,5 +492,3 @@ def _redirect(method: str, cleaned: str, raw_query: str) -> web.Response:
         href = location.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
         resp.body = f'<a href="{href}">Moved Permanently</a>.\n\n'.encode()
     return resp
-
-
