@@ -766,8 +766,9 @@ class RaftMember:
                     late = [m for m in msgs if m.type not in _BEFORE_PERSIST] if early else msgs
                 if early and self.transport is not None:
                     self.transport.send(early)
-                    if rd.must_sync:
-                        # Let the peer streams write their frames before the fsync blocks.
+                    if rd.must_sync and self.transport.queued():
+                        # Let the streams' writer tasks send before the fsync blocks (format-2
+                        # links have written already, inside `send`).
                         await asyncio.sleep(0)
                 if rd.snapshot is not None:
                     await self._persist_snapshot(rd.snapshot)

@@ -274,6 +274,11 @@ class PeerTransport:
         for s in direct:
             self._flush(s)
 
+    def queued(self) -> bool:
+        """Whether a message waits for a stream's writer task (a format-1 stream, a link
+        still dialling or paused); format-2 links write inside `send`."""
+        return any(s.queue for s in self.streams.values())
+
     def _flush(self, s: _Stream) -> None:
         """Write what is queued for `s` to its format-2 connection, if it can take it now."""
         link = s.link
