@@ -12,6 +12,10 @@ Theory of operation. One catch-all aiohttp handler reproduces etcd 3.4's Go stac
    parameter validation of `corral.kv.params`, then reads from the keyspace and writes
    through `Member.propose` (the replication seam).
 
+Plain requests on /v2/keys (no watch, no auth, a clean path) take a short path that skips
+aiohttp (`ClientAPI.answer`, served by `corral.kv.go_http.FastConnection`): the same steps and
+the same bytes, built directly; whatever it declines goes through `handle`.
+
 Writes: the member's clock stamps `now` and computes `expire_at` like etcd's
 ``time.Now().Add(time.Duration(ttl) * time.Second).UnixNano()``, including Go's int64
 wrap-around for absurd TTLs.
@@ -55,7 +59,18 @@ from corral.kv.commands import (
 from corral.kv.errors import V2Error
 from corral.kv.events import Action, Event, render_event
 from corral.kv.flags import CLUSTER_VERSION, ETCD_VERSION
-from corral.kv.go_http import TEXT_PLAIN, app_runner, bad_request_path, no_server_header
+from corral.kv.go_http import (
+    TEXT_PLAIN,
+    Answer,
+    FastConnection,
+    FastSite,
+    app_runner,
+    bad_request_path,
+    date_header,
+    head_pattern,
+    no_server_header,
+    status_line,
+)
 from corral.kv.keyspace import Keyspace
 from corral.kv.params import (
     MAX_FORM_BYTES,
@@ -124,6 +139,12 @@ _TEXT = TEXT_PLAIN
 _JSON = "application/json"
 _KEYS_METHODS = "HEAD,GET,PUT,POST,DELETE"
 _INT64 = 1 << 64
+#: The request heads `FastConnection` serves itself: plain requests on /v2/keys.
+_KEYS_HEAD = head_pattern(b"/v2/keys")
+_CORS_LINES = "".join(f"{k}: {v}\r\n" for k, v in _CORS.items()).encode()
+_WRITE_VALUE_ACTIONS = frozenset(
+    {Action.SET, Action.CREATE, Action.UPDATE, Action.COMPARE_AND_SWAP}
+)
 _GO_HTML = str.maketrans(
     {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 )
@@ -282,6 +303,9 @@ class ClientAPI:
         self.metrics = Metrics(member)
         self._request_counters: dict[str, Any] = {}
         self._sinks: set[WatchSink] = set()
+        self._fast: set[FastConnection] = set()
+        self._fixed_cid = -1
+        self._fixed = b""
         self.auth = AuthAPI(self)  # v2 auth: /v2/auth/* and the permission checks below
         self._routes: dict[str, Callable[[web.Request, str], Awaitable[web.StreamResponse]]] = {
             "/v2/machines": self.machines,
@@ -345,13 +369,14 @@ class ClientAPI:
             "X-Raft-Term": str(m.raft_term),
         }
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        counter = self._request_counters.get(request.method)
+    def _count(self, method: str) -> None:
+        counter = self._request_counters.get(method)
         if counter is None:  # `labels()` takes a lock and hashes the labels on every call
-            counter = self._request_counters[request.method] = self.metrics.requests.labels(
-                request.method
-            )
+            counter = self._request_counters[method] = self.metrics.requests.labels(method)
         counter.inc()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self._count(request.method)
         raw = request.raw_path
         raw_path, _, raw_query = raw.partition("?")
         try:
@@ -433,18 +458,7 @@ class ClientAPI:
         except V2Error as err:
             return self._key_error(err)
         event = events[0]
-        status = (
-            201
-            if event.action is Action.CREATE
-            or (event.action is Action.SET and event.prev_node is None)
-            else 200
-        )
-        no_value = req.no_value_on_success and event.action in (
-            Action.SET,
-            Action.CREATE,
-            Action.UPDATE,
-            Action.COMPARE_AND_SWAP,
-        )
+        status, no_value = _write_status(req, event)
         return self._event(event, status, self.member.now(), no_value)
 
     def _event(self, event: Event, status: int, now: int, no_value: bool) -> web.Response:
@@ -454,6 +468,98 @@ class ClientAPI:
             _JSON,
             **self._event_headers(event.etcd_index),
         )
+
+    # ------------------------------------------------------------------ /v2/keys, short path
+
+    def answer(self, method: bytes, target: bytes, ctype: str | None, body: bytes) -> Answer:
+        """The short path's answer (`corral.kv.go_http.FastConnection`) to a plain request on
+        /v2/keys: the bytes `handle` would send, or None (no side effects) for what only
+        `handle` serves: watches, auth, paths that are not clean or do not decode."""
+        if self.auth.enabled():
+            return None
+        raw_path, _, raw_query = target.partition(b"?")
+        read = method == b"GET" or method == b"HEAD"
+        if read and b"wait" in raw_query:
+            return None
+        try:
+            path = decode_path(raw_path)
+        except EscapeError:
+            return None
+        if clean_path(path) != path:
+            return None
+        meth = method.decode()
+        self._count(meth)
+        head = method == b"HEAD"
+        try:
+            form = parse_form(meth, raw_query, body if reads_body(meth, ctype) else None, ctype)
+            req = parse_keys_request(meth, keys_key(path[len("/v2/keys") :]), form)
+            if read:
+                barrier = getattr(self.member, "read_barrier", None)
+                if req.quorum and barrier is not None:
+                    return self._quorum_get(barrier, req, head)
+                event = self.member.keyspace.get(req.key, req.recursive, req.sorted)
+                body = render_event(event, self.member.now())
+                return self._raw(200, body, event.etcd_index, True, head)
+            cmd = self._command(req)
+        except V2Error as err:
+            return self._raw(err.http_status, go_json(err.to_json()), err.index, False, head)
+        return self._write(req, cmd)
+
+    async def _write(self, req: KeysRequest, cmd: Command) -> bytes:
+        try:
+            events = await self.member.propose(cmd)
+        except V2Error as err:
+            return self._raw(err.http_status, go_json(err.to_json()), err.index, False, False)
+        event = events[0]
+        status, no_value = _write_status(req, event)
+        body = render_event(event, self.member.now(), no_value=no_value)
+        return self._raw(status, body, event.etcd_index, True, False)
+
+    async def _quorum_get(
+        self, barrier: Callable[[], Awaitable[None]], req: KeysRequest, head: bool
+    ) -> bytes:
+        try:
+            await barrier()
+            event = self.member.keyspace.get(req.key, req.recursive, req.sorted)
+        except V2Error as err:
+            return self._raw(err.http_status, go_json(err.to_json()), err.index, False, head)
+        body = render_event(event, self.member.now())
+        return self._raw(200, body, event.etcd_index, True, head)
+
+    def _raw(self, status: int, body: bytes, etcd_index: int, raft: bool, head: bool) -> bytes:
+        """The response `_resp` makes for a keys answer, as aiohttp writes it."""
+        m = self.member
+        if m.cluster_id != self._fixed_cid:
+            self._fixed_cid = m.cluster_id
+            self._fixed = (
+                _CORS_LINES
+                + b"Content-Type: application/json\r\n"
+                + f"X-Etcd-Cluster-Id: {m.cluster_id:x}\r\n".encode()
+            )
+        if raft:
+            numbers = b"X-Etcd-Index: %d\r\nX-Raft-Index: %d\r\nX-Raft-Term: %d\r\n" % (
+                etcd_index,
+                m.raft_index,
+                m.raft_term,
+            )
+        else:
+            numbers = b"X-Etcd-Index: %d\r\n" % etcd_index
+        return b"".join(
+            (
+                status_line(status),
+                self._fixed,
+                numbers,
+                b"Content-Length: %d\r\n" % len(body),
+                date_header.line(),
+                b"\r\n",
+                b"" if head else body,
+            )
+        )
+
+    def close_fast(self) -> None:
+        """Server shutdown: close the short path's connections (after their answer)."""
+        for conn in list(self._fast):
+            conn.close()
 
     def _command(self, req: KeysRequest) -> Command:
         """What the request proposes (etcd's `apply_v2.go` choice, reference §5.2/§5.4)."""
@@ -523,6 +629,7 @@ class ClientAPI:
         """End every open watch (server shutdown), as etcd does: clients see the body end."""
         for sink in list(self._sinks):
             sink.close()
+        self.close_fast()
 
     # ------------------------------------------------------------------ members, machines
 
@@ -664,6 +771,12 @@ class ClientAPI:
         return self._resp(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
 
 
+def _write_status(req: KeysRequest, event: Event) -> tuple[int, bool]:
+    """A write's HTTP status and whether its answer leaves the node out (noValueOnSuccess)."""
+    action = event.action
+    created = action is Action.CREATE or (action is Action.SET and event.prev_node is None)
+    no_value = req.no_value_on_success and action in _WRITE_VALUE_ACTIONS
+    return (201 if created else 200), no_value
 
 
 API_KEY = web.AppKey("corral_client_api", ClientAPI)
@@ -687,10 +800,21 @@ async def serve(member: KVMember, hosts_ports: list[tuple[str, int]]) -> web.App
     ready = getattr(member, "ready", None)
     if ready is not None:
         await ready()
-    runner = app_runner(make_app(member), shutdown_timeout=5.0)
+    app = make_app(member)
+    api = app[API_KEY]
+    runner = app_runner(app, shutdown_timeout=5.0)
     await runner.setup()
     for host, port in hosts_ports:
-        site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)
+        site = FastSite(
+            runner,
+            host,
+            port,
+            api.answer,
+            _KEYS_HEAD,
+            api._fast,
+            reuse_address=True,
+            backlog=1024,
+        )
         await site.start()
     return runner
 

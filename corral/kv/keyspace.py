@@ -377,13 +377,9 @@ class Keyspace:
         if expire_at is not None:
             self._ttl_push(node)
         self.index = nxt
-        return Event(
-            action,
-            Node(key, None if is_dir else value, is_dir, expire_at, None, nxt, nxt),
-            prev,
-            nxt,
-            now=now,
-        )
+        # The node's own cached repr: the next write's prevNode is then this very object,
+        # whose rendered JSON is cached.
+        return Event(action, node.repr(), prev, nxt, now=now)
 
     def _update(self, cmd: Update) -> list[Event]:
         key = clean_key(cmd.key)

@@ -225,56 +225,63 @@ class KeysRequest:
     no_value_on_success: bool = False
 
 
-def _uint(form: Form, name: str, code: int, cause: str) -> int:
-    if not form.has(name):
+def _uint(first: dict[str, str], name: str, code: int, cause: str) -> int:
+    value = first.get(name)
+    if value is None:
         return 0
     try:
-        return go_parse_uint(form.get(name))
+        return go_parse_uint(value)
     except ValueError:
         raise error_for(code, cause) from None
 
 
-def _bool(form: Form, name: str, cause: str) -> bool:
-    if not form.has(name):
+def _bool(first: dict[str, str], name: str, cause: str) -> bool:
+    value = first.get(name)
+    if value is None:
         return False
     try:
-        return go_parse_bool(form.get(name))
+        return go_parse_bool(value)
     except ValueError:
         raise error_for(209, cause) from None
 
 
+_FLAGS = ("recursive", "sorted", "wait", "dir", "quorum", "stream")
+_FLAG_CAUSES = {name: f'invalid value for "{name}"' for name in _FLAGS}
+
+
 def parse_keys_request(method: str, key: str, form: Form) -> KeysRequest:
     """Validate the parameters in etcd's order (reference §4); raises V2Error (index 0)."""
-    prev_index = _uint(form, "prevIndex", 203, 'invalid value for "prevIndex"')
-    wait_index = _uint(form, "waitIndex", 203, 'invalid value for "waitIndex"')
-    flags = {
-        name: _bool(form, name, f'invalid value for "{name}"')
-        for name in ("recursive", "sorted", "wait", "dir", "quorum", "stream")
-    }
+    first = dict(reversed(form.pairs))  # each name's first value, as Go's FormValue
+    if not first or (len(first) == 1 and "value" in first):
+        # The common request (a plain set or get) has nothing to validate.
+        return KeysRequest(method=method, key=key, value=first.get("value", ""))
+    prev_index = _uint(first, "prevIndex", 203, 'invalid value for "prevIndex"')
+    wait_index = _uint(first, "waitIndex", 203, 'invalid value for "waitIndex"')
+    flags = {name: _bool(first, name, _FLAG_CAUSES[name]) for name in _FLAGS}
     if flags["wait"] and method != "GET":
         raise error_for(209, '"wait" can only be used with GET requests')
-    prev_value = form.get("prevValue")
-    if form.has("prevValue") and prev_value == "":
+    prev_value = first.get("prevValue", "")
+    if "prevValue" in first and prev_value == "":
         raise error_for(201, '"prevValue" cannot be empty')
-    no_value = _bool(form, "noValueOnSuccess", 'invalid value for "noValueOnSuccess"')
+    no_value = _bool(first, "noValueOnSuccess", 'invalid value for "noValueOnSuccess"')
     ttl: int | None = None
-    if form.get("ttl"):
-        ttl = _uint(form, "ttl", 202, 'invalid value for "ttl"')
+    if first.get("ttl"):
+        ttl = _uint(first, "ttl", 202, 'invalid value for "ttl"')
     prev_exist: bool | None = None
-    if form.has("prevExist"):
-        prev_exist = _bool(form, "prevExist", "invalid value for prevExist")
+    if "prevExist" in first:
+        prev_exist = _bool(first, "prevExist", "invalid value for prevExist")
     refresh: bool | None = None
-    if form.has("refresh"):
-        refresh = _bool(form, "refresh", "invalid value for refresh")
+    if "refresh" in first:
+        refresh = _bool(first, "refresh", "invalid value for refresh")
         if refresh:
-            if form.get("value"):
+            if first.get("value"):
                 raise error_for(211, "A value was provided on a refresh")
             if ttl is None:
                 raise error_for(212, "No TTL value set")
     return KeysRequest(
         method=method,
         key=key,
-        value=form.get("value"),
+        value=first.get("value", ""),
         dir=flags["dir"],
         ttl=ttl,
         prev_exist=prev_exist,
@@ -298,6 +305,8 @@ def decode_path(raw_path: bytes) -> str:
 
 def _go_clean(p: str) -> str:
     """Go's `path.Clean` for a rooted path."""
+    if "//" not in p and "/." not in p:  # already clean but for a trailing slash
+        return p[:-1] if len(p) > 1 and p[-1] == "/" else p
     out: list[str] = []
     for part in p.split("/"):
         if part in ("", "."):
@@ -324,7 +333,7 @@ def clean_path(p: str) -> str:
 
 def keys_key(rest: str) -> str:
     """The keyspace key for the path after `/v2/keys` (`path.Join("/", rest)`)."""
-    return _go_clean("/" + rest)
+    return _go_clean(rest if rest.startswith("/") else "/" + rest)
 
 
 def make_error(code: int, cause: str = "") -> V2Error:
