@@ -50,9 +50,13 @@ class Harness:
             catchup_entries=self.catchup,
         )
 
-    async def start(self, i: int) -> RaftMember:
+    async def start(
+        self, i: int, before_listening: Callable[[RaftMember], None] | None = None
+    ) -> RaftMember:
         m = RaftMember(self.configs[i])
         await m.start()
+        if before_listening is not None:
+            before_listening(m)
         app = web.Application()
         app.add_routes(m.peer_routes())
         runner = web.AppRunner(app, shutdown_timeout=1.0)
@@ -75,6 +79,15 @@ class Harness:
     def leader(self) -> RaftMember | None:
         leaders = [m for m in self.live() if m.is_leader]
         return leaders[0] if len(leaders) == 1 else None
+
+    async def start_all(self) -> RaftMember:
+        """Start every member; return the leader they elect."""
+        for i in range(len(self.members)):
+            await self.start(i)
+        await eventually(lambda: self.leader() is not None)
+        leader = self.leader()
+        assert leader is not None
+        return leader
 
 
 def test_three_members_replicate_and_survive_a_restart(tmp_path: Path) -> None:
@@ -175,11 +188,7 @@ def test_a_lost_read_index_round_is_retried(tmp_path: Path) -> None:
 
     async def go() -> None:
         h = Harness(tmp_path)
-        for i in range(3):
-            await h.start(i)
-        await eventually(lambda: h.leader() is not None)
-        leader = h.leader()
-        assert leader is not None
+        leader = await h.start_all()
         follower = next(m for m in h.live() if m is not leader)
         assert follower.transport is not None
         follower.transport.drop_to = {leader.id}  # the forwarded ReadIndex request is lost
@@ -202,23 +211,16 @@ def test_a_lost_publication_is_proposed_again(tmp_path: Path) -> None:
 
     async def go() -> None:
         h = Harness(tmp_path)
-        for i in range(3):
-            await h.start(i)
-        await eventually(lambda: h.leader() is not None)
-        leader = h.leader()
-        assert leader is not None
+        leader = await h.start_all()
         victim = next(i for i, m in enumerate(h.members) if m is not None and m is not leader)
         await h.stop(victim)
-        back = RaftMember(h.configs[victim])
-        await back.start()
+
+        def lose_publication(m: RaftMember) -> None:
+            assert m.transport is not None
+            m.transport.drop_to = {leader.id}  # its publication never reaches the leader
+
+        back = await h.start(victim, before_listening=lose_publication)
         assert back.transport is not None
-        back.transport.drop_to = {leader.id}  # its publication never reaches the leader
-        app = web.Application()
-        app.add_routes(back.peer_routes())
-        runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", int(h.urls[victim].rsplit(":", 1)[1])).start()
-        h.members[victim], h.runners[victim] = back, runner
         await eventually(lambda: back._published and back.leader_id == leader.id)
         ready = asyncio.ensure_future(back.ready())
         await asyncio.sleep(0.3)  # several heartbeats: the first publication was dropped

@@ -7,50 +7,10 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from corral.kv.peer import PeerTransport
 from corral.raft import Entry, Message, MessageType
-from corral.testing.ports import free_port
 
-
-async def eventually(cond: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.01)
-
-
-class Node:
-    def __init__(self, member_id: int, cluster: int = 0xC1) -> None:
-        self.got: list[Message] = []
-        self.unreachable: list[int] = []
-        self.snap_reports: list[tuple[int, bool]] = []
-        self.t = PeerTransport(
-            member_id,
-            cluster,
-            self.got.extend,
-            self.unreachable.append,
-            lambda i, ok: self.snap_reports.append((i, ok)),
-        )
-        self.port = free_port()
-        self.runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def listen(self) -> None:
-        app = web.Application()
-        app.add_routes(self.t.routes())
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    async def stop_listening(self) -> None:
-        assert self.runner is not None
-        await self.runner.cleanup()
+from .conftest import Node, eventually
 
 
 def run(coro: Callable[[], Awaitable[None]]) -> None:

@@ -20,6 +20,8 @@ from corral.kv.peer import UPGRADE, PeerTransport
 from corral.raft import Entry, Message, MessageType, encode_message
 from corral.testing.ports import free_port
 
+from .conftest import Node, eventually
+
 _loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
 
 
@@ -46,47 +48,6 @@ def app_msg(i: int, to: int = 2, from_: int = 1, size: int = 10) -> Message:
         index=i,
         entries=(Entry(1, i + 1, data=b"x" * size),),
     )
-
-
-async def eventually(cond: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.01)
-
-
-class Node:
-    def __init__(self, member_id: int, cluster: int = 0xC1, stream_version: int = 2) -> None:
-        self.got: list[Message] = []
-        self.unreachable: list[int] = []
-        self.snap_reports: list[tuple[int, bool]] = []
-        self.t = PeerTransport(
-            member_id,
-            cluster,
-            self.got.extend,
-            self.unreachable.append,
-            lambda i, ok: self.snap_reports.append((i, ok)),
-            stream_version=stream_version,
-        )
-        self.port = free_port()
-        self.runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def listen(self) -> None:
-        app = web.Application()
-        app.add_routes(self.t.routes())
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    async def stop_listening(self) -> None:
-        assert self.runner is not None
-        await self.runner.cleanup()
-        self.runner = None
 
 
 def old_node(member_id: int, cluster: int = 0xC1) -> Node:
