@@ -384,8 +384,11 @@ class PeerTransport:
                 answered = await self._dial_link(s, parts)
                 if isinstance(answered, _Link):
                     return answered
-                if not answered:
-                    continue  # nobody answered at this URL
+                if not answered or answered == 503:
+                    # Nobody answered, or a member that is stopping: try again later, on
+                    # format 2 (dialling format 1 at a stopping listener can hang in its
+                    # shutdown).
+                    continue
                 # Answered, but not upgraded: a member of the previous release.
             ws = await self._dial_websocket(s, url)
             if ws is not None:
@@ -425,15 +428,18 @@ class PeerTransport:
         if self.session is None:
             self.session = aiohttp.ClientSession()
         try:
-            return await self.session.ws_connect(
-                f"{url.rstrip('/')}/raft/stream",
-                params=self._query(s, 1),
-                timeout=aiohttp.ClientWSTimeout(ws_close=self.dial_timeout),
-                max_msg_size=MAX_FRAME,
-                compress=0,
-                autoping=True,
-                heartbeat=None,
-            )
+            # The handshake is bounded like a format-2 dial: a listener that accepts and
+            # never answers must not hold the stream (and Raft's messages) for good.
+            async with asyncio.timeout(self.dial_timeout):
+                return await self.session.ws_connect(
+                    f"{url.rstrip('/')}/raft/stream",
+                    params=self._query(s, 1),
+                    timeout=aiohttp.ClientWSTimeout(ws_close=self.dial_timeout),
+                    max_msg_size=MAX_FRAME,
+                    compress=0,
+                    autoping=True,
+                    heartbeat=None,
+                )
         except (TimeoutError, aiohttp.ClientError, OSError):
             return None
 

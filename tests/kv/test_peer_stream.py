@@ -179,6 +179,35 @@ def test_peer_without_the_stream_route_falls_back_and_reports_unreachable() -> N
     run(go)
 
 
+def test_a_stopping_peer_is_not_taken_for_an_old_one() -> None:
+    """A 503 (the member is stopping) is retried on format 2, never answered by dialling a
+    websocket: that dial would go to a listener in the middle of its shutdown."""
+
+    async def go() -> None:
+        seen: list[str] = []
+
+        async def stopping(request: web.Request) -> web.Response:
+            seen.append(request.headers.get("Upgrade", ""))
+            return web.json_response({"message": "member is stopping"}, status=503)
+
+        app = web.Application()
+        app.add_routes([web.get("/raft/stream", stopping)])
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        a = Node(1)
+        a.t.set_peers({2: [f"http://127.0.0.1:{port}"]})
+        a.t.send([Message(MessageType.HEARTBEAT, to=2, from_=1, term=1)])
+        await eventually(lambda: len(seen) >= 2)  # dialled again after a backoff
+        assert seen and all(u.lower() == UPGRADE for u in seen), seen
+        assert not a.t.streams[2].connected
+        await a.t.close()
+        await runner.cleanup()
+
+    run(go)
+
+
 def test_upgrade_handshake_checks() -> None:
     async def go() -> None:
         b = Node(2, cluster=0xBBB)
