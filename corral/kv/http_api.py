@@ -41,7 +41,7 @@ import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -384,12 +384,14 @@ class ClientAPI:
         return self._text_error(405, "Method Not Allowed", Allow=allow)
 
     def _key_error(self, err: V2Error) -> web.Response:
-        return self._resp(
-            err.http_status,
-            go_json(err.to_json()),
-            _JSON,
-            **{"X-Etcd-Cluster-Id": self.cluster_hex, "X-Etcd-Index": str(err.index)},
-        )
+        return self._keys_response(_error_answer(err))
+
+    def _keys_response(self, out: _KeysAnswer) -> web.Response:
+        if out.raft:
+            headers = self._event_headers(out.etcd_index)
+        else:
+            headers = {"X-Etcd-Cluster-Id": self.cluster_hex, "X-Etcd-Index": str(out.etcd_index)}
+        return self._resp(out.status, out.body, _JSON, **headers)
 
     def _event_headers(self, etcd_index: int) -> dict[str, str]:
         m = self.member
@@ -475,30 +477,35 @@ class ClientAPI:
             request, path[len("/v2/keys") :], bool(req.recursive)
         ):
             return self.auth.keys_refused()
+        if method in ("GET", "HEAD") and req.wait:
+            try:
+                return await self._watch(request, req)
+            except V2Error as err:  # e.g. 401: the waitIndex left the event history
+                return self._key_error(err)
+        return self._keys_response(await self._keys_answer(req))
+
+    async def _keys_answer(self, req: KeysRequest) -> _KeysAnswer:
+        """What a keys request that is not a watch answers; both HTTP paths render it."""
         try:
-            if method in ("GET", "HEAD"):
-                if req.wait:
-                    return await self._watch(request, req)
+            if req.method in ("GET", "HEAD"):
                 barrier = getattr(self.member, "read_barrier", None)
                 if req.quorum and barrier is not None:
                     await barrier()
-                event = self.member.keyspace.get(req.key, req.recursive, req.sorted)
-                return self._event(event, 200, self.member.now(), False)
-            cmd = self._command(req)
-            events = await self.member.propose(cmd)
+                return self._read_now(req)
+            events = await self.member.propose(self._command(req))
         except V2Error as err:
-            return self._key_error(err)
+            return _error_answer(err)
         event = events[0]
         status, no_value = _write_status(req, event)
-        return self._event(event, status, self.member.now(), no_value)
+        body = render_event(event, self.member.now(), no_value=no_value)
+        return _KeysAnswer(status, body, event.etcd_index, True)
 
-    def _event(self, event: Event, status: int, now: int, no_value: bool) -> web.Response:
-        return self._resp(
-            status,
-            render_event(event, now, no_value=no_value),
-            _JSON,
-            **self._event_headers(event.etcd_index),
-        )
+    def _read_now(self, req: KeysRequest) -> _KeysAnswer:
+        try:
+            event = self.member.keyspace.get(req.key, req.recursive, req.sorted)
+        except V2Error as err:
+            return _error_answer(err)
+        return _KeysAnswer(200, render_event(event, self.member.now()), event.etcd_index, True)
 
     # ------------------------------------------------------------------ /v2/keys, short path
 
@@ -524,38 +531,14 @@ class ClientAPI:
         try:
             form = parse_form(meth, raw_query, body if reads_body(meth, ctype) else None, ctype)
             req = parse_keys_request(meth, keys_key(path[len("/v2/keys") :]), form)
-            if read:
-                barrier = getattr(self.member, "read_barrier", None)
-                if req.quorum and barrier is not None:
-                    return self._quorum_get(barrier, req, head)
-                event = self.member.keyspace.get(req.key, req.recursive, req.sorted)
-                body = render_event(event, self.member.now())
-                return self._raw(200, body, event.etcd_index, True, head)
-            cmd = self._command(req)
         except V2Error as err:
-            return self._raw(err.http_status, go_json(err.to_json()), err.index, False, head)
-        return self._write(req, cmd)
+            return self._raw(*_error_answer(err), head)
+        if read and not (req.quorum and hasattr(self.member, "read_barrier")):
+            return self._raw(*self._read_now(req), head)  # answered now: no task needed
+        return self._raw_later(self._keys_answer(req), head)
 
-    async def _write(self, req: KeysRequest, cmd: Command) -> bytes:
-        try:
-            events = await self.member.propose(cmd)
-        except V2Error as err:
-            return self._raw(err.http_status, go_json(err.to_json()), err.index, False, False)
-        event = events[0]
-        status, no_value = _write_status(req, event)
-        body = render_event(event, self.member.now(), no_value=no_value)
-        return self._raw(status, body, event.etcd_index, True, False)
-
-    async def _quorum_get(
-        self, barrier: Callable[[], Awaitable[None]], req: KeysRequest, head: bool
-    ) -> bytes:
-        try:
-            await barrier()
-            event = self.member.keyspace.get(req.key, req.recursive, req.sorted)
-        except V2Error as err:
-            return self._raw(err.http_status, go_json(err.to_json()), err.index, False, head)
-        body = render_event(event, self.member.now())
-        return self._raw(200, body, event.etcd_index, True, head)
+    async def _raw_later(self, answer: Awaitable[_KeysAnswer], head: bool) -> bytes:
+        return self._raw(*(await answer), head)
 
     def _raw(self, status: int, body: bytes, etcd_index: int, raft: bool, head: bool) -> bytes:
         """The response `_resp` makes for a keys answer, as aiohttp writes it."""
@@ -800,6 +783,17 @@ class ClientAPI:
 
     async def prom(self, request: web.Request, path: str) -> web.StreamResponse:
         return self._resp(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+
+
+class _KeysAnswer(NamedTuple):
+    status: int
+    body: bytes
+    etcd_index: int
+    raft: bool  # with X-Raft-Index and X-Raft-Term (an event), or without (an error)
+
+
+def _error_answer(err: V2Error) -> _KeysAnswer:
+    return _KeysAnswer(err.http_status, go_json(err.to_json()), err.index, False)
 
 
 def _write_status(req: KeysRequest, event: Event) -> tuple[int, bool]:
