@@ -46,27 +46,6 @@ def test_messages_arrive_in_order_and_batched() -> None:
     run(go)
 
 
-def test_cluster_mismatch_is_refused() -> None:
-    async def go() -> None:
-        a, b = Node(1, cluster=0xAAA), Node(2, cluster=0xBBB)
-        await b.listen()
-        a.t.set_peers({2: [b.url]})
-        a.t.send([Message(MessageType.HEARTBEAT, to=2, from_=1, term=1)])
-        await asyncio.sleep(0.3)
-        assert b.got == []
-        async with (
-            aiohttp.ClientSession() as s,
-            s.get(b.url + "/raft/stream", params={"from": "1", "cluster": "aaa", "v": "1"}) as r,
-        ):
-            assert r.status == 412
-            assert "cluster ID mismatch" in (await r.json())["message"]
-        await a.t.close()
-        await b.t.close()
-        await b.stop_listening()
-
-    run(go)
-
-
 def test_unreachable_peer_is_reported_and_redialled() -> None:
     async def go() -> None:
         a, b = Node(1), Node(2)

@@ -245,6 +245,12 @@ def test_mismatched_cluster_never_delivers() -> None:
         await asyncio.sleep(0.3)
         assert b.got == [] and not b.t.inbound and not b.t.incoming
         assert not a.t.streams[2].connected
+        async with (  # a format-1 dial is refused alike
+            aiohttp.ClientSession() as s,
+            s.get(b.url + "/raft/stream", params={"from": "1", "cluster": "aaa", "v": "1"}) as r,
+        ):
+            assert r.status == 412
+            assert "cluster ID mismatch" in (await r.json())["message"]
         await stop(a, b)
 
     run(go)
